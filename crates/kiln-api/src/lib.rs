@@ -1,0 +1,21 @@
+//! Wire types of Kiln's HTTP API (v1) and their validation.
+//!
+//! A request arrives as an [`ExecuteRequest`], is checked against the server's [`Policy`] by
+//! [`ExecuteRequest::validate`] and comes out as an [`ExecSpec`] whose every field is concrete
+//! (defaults filled in, files decoded, limits within the maxima). Responses are
+//! [`ExecuteResponse`] or an [`ErrorBody`]. The crate knows nothing of sandboxes or HTTP servers.
+
+mod error;
+mod limits;
+mod request;
+mod response;
+mod validate;
+
+pub use error::{ErrorBody, ErrorDetail, ValidationError};
+pub use limits::{Limits, LimitsRequest, Policy};
+pub use request::{Encoding, ExecuteRequest, FileMode, FileSpec};
+pub use response::{
+    signal_name, ExecuteResponse, InvalidUtf8, RunStatus, SandboxInfo, StartKind, Timings,
+    Truncated, Usage,
+};
+pub use validate::{ExecSpec, ResolvedFile, DEFAULT_WORKDIR};

@@ -63,7 +63,8 @@ pub fn read_frame(r: &mut impl Read, max: usize) -> io::Result<Option<(FrameKind
     check_len(len, max).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     let mut body = vec![0u8; len];
     r.read_exact(&mut body)?;
-    let kind = FrameKind::from_u8(body[0]).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+    let kind =
+        FrameKind::from_u8(body[0]).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
     body.remove(0);
     Ok(Some((kind, body)))
 }

@@ -3,8 +3,16 @@ use proptest::prelude::*;
 use super::*;
 
 fn job_strategy() -> impl Strategy<Value = Job> {
-    let file = (".{0,20}", any::<u32>(), proptest::collection::vec(any::<u8>(), 0..64))
-        .prop_map(|(path, mode, content)| FileEntry { path, mode, content });
+    let file = (
+        ".{0,20}",
+        any::<u32>(),
+        proptest::collection::vec(any::<u8>(), 0..64),
+    )
+        .prop_map(|(path, mode, content)| FileEntry {
+            path,
+            mode,
+            content,
+        });
     (
         proptest::collection::vec(".{0,16}", 0..6),
         proptest::collection::vec((".{0,8}", ".{0,8}"), 0..4),
@@ -127,7 +135,10 @@ fn oversized_frame_is_rejected_before_allocation() {
 
 #[test]
 fn empty_frame_and_unknown_kind_are_errors() {
-    assert_eq!(decode_one(&0u32.to_le_bytes(), 16), Err(DecodeError::Truncated));
+    assert_eq!(
+        decode_one(&0u32.to_le_bytes(), 16),
+        Err(DecodeError::Truncated)
+    );
     let mut frame = 1u32.to_le_bytes().to_vec();
     frame.push(9);
     assert_eq!(decode_one(&frame, 16), Err(DecodeError::UnexpectedKind(9)));

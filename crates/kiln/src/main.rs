@@ -1,1 +1,161 @@
-fn main() {}
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use clap::{Args, Parser, Subcommand};
+use kiln::config::Config;
+
+/// Kiln: run untrusted code in fresh, locked-down sandboxes behind an HTTP API.
+#[derive(Debug, Parser)]
+#[command(version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the gateway (HTTP API on :8080 by default).
+    Serve(ServeArgs),
+    /// Run one command through a Kiln gateway and exit with its exit code.
+    Run(kiln::client::RunArgs),
+    /// Measure Kiln's cold path against `docker run` and the bare Docker API, side by side.
+    Bench(kiln::bench::BenchArgs),
+}
+
+/// Configuration is read from a TOML file (`--config`), then from `KILN__SECTION__KEY=value`
+/// environment variables, then from the flags below and `--set section.key=value`.
+///
+/// Sections and keys (defaults in brackets):
+///   [server]  listen ["0.0.0.0:8080"], max_body_bytes [16777216], max_concurrent [8],
+///             queue_size [64], queue_timeout_ms [30000], shutdown_grace_ms [30000]
+///   [docker]  host ["unix:///var/run/docker.sock"], init_path [kiln-init beside this binary],
+///             user ["65534:65534"], gateway_id ["kiln"], pull_timeout_ms [60000], kill_grace_ms [2000]
+///   [limits.default] and [limits.max]: timeout_ms [10000 / 300000], memory_mb [256 / 4096],
+///             cpus [1.0 / 2.0], pids [64 / 1024], output_bytes [1048576 / 67108864], tmp_mb [64 / 1024]
+///   [limits]  max_files [1000]
+///   [network] allow [false]: whether a request may ask for `"network": true`
+///   [images]  required [["kiln/busybox"]]: images /ready checks for
+#[derive(Debug, Args)]
+#[command(verbatim_doc_comment)]
+struct ServeArgs {
+    /// TOML configuration file.
+    #[arg(long, short, env = "KILN_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to listen on (server.listen).
+    #[arg(long, env = "KILN_LISTEN")]
+    listen: Option<String>,
+    /// Port to listen on, on all interfaces (overrides the port of server.listen).
+    #[arg(long, env = "KILN_PORT")]
+    port: Option<u16>,
+    /// Docker engine address (docker.host).
+    #[arg(long, env = "KILN_DOCKER_HOST")]
+    docker_host: Option<String>,
+    /// Path of the static kiln-init binary (docker.init_path).
+    #[arg(long, env = "KILN_INIT_PATH")]
+    init_path: Option<PathBuf>,
+    /// Runs at once (server.max_concurrent).
+    #[arg(long, env = "KILN_MAX_CONCURRENT")]
+    max_concurrent: Option<usize>,
+    /// Runs waiting for a slot before 503 (server.queue_size).
+    #[arg(long, env = "KILN_QUEUE_SIZE")]
+    queue_size: Option<usize>,
+    /// Allow requests to ask for a network (network.allow).
+    #[arg(long, env = "KILN_ALLOW_NETWORK")]
+    allow_network: Option<bool>,
+    /// Any key, e.g. `--set limits.max.memory_mb=1024`; repeatable.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    set: Vec<String>,
+}
+
+impl ServeArgs {
+    fn load(&self) -> anyhow::Result<Config> {
+        let mut sets = Vec::new();
+        let mut put = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                sets.push(format!("{k}={}", toml_string(&v)));
+            }
+        };
+        put("server.listen", self.listen.clone());
+        if let Some(port) = self.port {
+            put("server.listen", Some(format!("0.0.0.0:{port}")));
+        }
+        put("docker.host", self.docker_host.clone());
+        put(
+            "docker.init_path",
+            self.init_path.as_ref().map(|p| p.display().to_string()),
+        );
+        let mut sets_raw = Vec::new();
+        if let Some(n) = self.max_concurrent {
+            sets_raw.push(format!("server.max_concurrent={n}"));
+        }
+        if let Some(n) = self.queue_size {
+            sets_raw.push(format!("server.queue_size={n}"));
+        }
+        if let Some(b) = self.allow_network {
+            sets_raw.push(format!("network.allow={b}"));
+        }
+        sets.extend(sets_raw);
+        sets.extend(self.set.iter().cloned());
+        Ok(Config::load(
+            self.config.as_deref(),
+            std::env::vars(),
+            &sets,
+        )?)
+    }
+}
+
+/// Quotes a string for a TOML override so that a path or address is never read as a number.
+fn toml_string(s: &str) -> String {
+    // A JSON string literal is also a valid TOML basic string.
+    serde_json::Value::String(s.to_owned()).to_string()
+}
+
+fn init_tracing() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_env("KILN_LOG").unwrap_or_else(|_| EnvFilter::new("info"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let fmt = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr);
+    if std::env::var("KILN_LOG_FORMAT").as_deref() == Ok("json") {
+        fmt.json().init();
+    } else {
+        fmt.init();
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Runtime::new().expect("tokio runtime");
+    match cli.command {
+        Command::Serve(args) => {
+            init_tracing();
+            let result = rt.block_on(async {
+                let config = args.load().context("configuration")?;
+                kiln::serve::start(config, true).await?.wait().await
+            });
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("kiln serve: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Run(args) => rt.block_on(kiln::client::run(args)),
+        Command::Bench(args) => {
+            if std::env::var_os("KILN_LOG").is_some() {
+                init_tracing();
+            }
+            match rt.block_on(kiln::bench::run(args)) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("kiln bench: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,126 @@
+use serde::{Deserialize, Serialize};
+
+/// The answer of a run that took place, whatever its exit code (HTTP 200).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ExecuteResponse {
+    /// stdout as text. Bytes that are not UTF-8 are replaced by U+FFFD here, and the exact bytes
+    /// are in `stdout_base64`, flagged by `invalid_utf8.stdout`.
+    pub stdout: String,
+    pub stderr: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stdout_base64: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stderr_base64: Option<String>,
+    /// `None` when the program was killed by a signal.
+    pub exit_code: Option<i32>,
+    /// The signal that ended the program, e.g. `"SIGKILL"`.
+    pub signal: Option<String>,
+    pub status: RunStatus,
+    /// From the request's arrival to the answer, in milliseconds.
+    pub duration_ms: f64,
+    pub timings: Timings,
+    pub truncated: Truncated,
+    pub invalid_utf8: InvalidUtf8,
+    pub sandbox: SandboxInfo,
+    pub usage: Usage,
+}
+
+/// How a run ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RunStatus {
+    /// The program ended by itself.
+    Ok,
+    /// The wall-clock limit passed and the run was killed.
+    Timeout,
+    /// The memory limit was hit and the kernel killed a process of the run.
+    Oom,
+    /// stdout and stderr together passed the output limit and the run was killed.
+    OutputLimit,
+    /// A signal that none of the above explains ended the program.
+    Signal,
+}
+
+impl RunStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Ok => "ok",
+            RunStatus::Timeout => "timeout",
+            RunStatus::Oom => "oom",
+            RunStatus::OutputLimit => "output_limit",
+            RunStatus::Signal => "signal",
+        }
+    }
+}
+
+/// Where the time went, in milliseconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Timings {
+    /// Waiting for a free run slot.
+    pub queue_ms: f64,
+    /// Getting a started sandbox with kiln-init waiting for its job (create, attach, start).
+    pub sandbox_ms: f64,
+    /// From writing the job to receiving its exit frame.
+    pub run_ms: f64,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Truncated {
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct InvalidUtf8 {
+    pub stdout: bool,
+    pub stderr: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SandboxInfo {
+    pub id: String,
+    pub start: StartKind,
+}
+
+/// Whether the sandbox was waiting in a pool (`warm`) or made for this run (`cold`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StartKind {
+    Cold,
+    Warm,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Usage {
+    /// User plus system CPU time of the run's processes.
+    pub cpu_ms: Option<u64>,
+    /// Peak memory of the sandbox.
+    pub memory_peak_bytes: Option<u64>,
+}
+
+/// The conventional name of a signal number (`9` → `"SIGKILL"`), or `"SIG<n>"` for others.
+pub fn signal_name(signo: i32) -> String {
+    let name = match signo {
+        1 => "SIGHUP",
+        2 => "SIGINT",
+        3 => "SIGQUIT",
+        4 => "SIGILL",
+        5 => "SIGTRAP",
+        6 => "SIGABRT",
+        7 => "SIGBUS",
+        8 => "SIGFPE",
+        9 => "SIGKILL",
+        10 => "SIGUSR1",
+        11 => "SIGSEGV",
+        12 => "SIGUSR2",
+        13 => "SIGPIPE",
+        14 => "SIGALRM",
+        15 => "SIGTERM",
+        17 => "SIGCHLD",
+        24 => "SIGXCPU",
+        25 => "SIGXFSZ",
+        31 => "SIGSYS",
+        n => return format!("SIG{n}"),
+    };
+    name.to_owned()
+}

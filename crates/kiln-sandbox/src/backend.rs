@@ -1,0 +1,60 @@
+use std::time::Duration;
+
+use async_trait::async_trait;
+use kiln_api::Limits;
+use kiln_proto::{ExitReport, Job};
+
+use crate::{Collected, Result};
+
+/// What a sandbox is made of, as opposed to what runs in it (the [`Job`]). Two runs with the same
+/// spec could be served by interchangeable sandboxes, which is what a warm pool keys on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SandboxSpec {
+    pub image: String,
+    /// Absolute path of the working directory; a fresh tmpfs.
+    pub workdir: String,
+    /// `memory_mb`, `cpus`, `pids` and `tmp_mb` apply to the sandbox; the others to the job.
+    pub limits: Limits,
+    pub network: bool,
+}
+
+/// A sandbox engine.
+#[async_trait]
+pub trait Backend: Send + Sync + std::fmt::Debug {
+    /// A short name for logs and responses (`docker`).
+    fn name(&self) -> &'static str;
+
+    /// Succeeds when the engine answers.
+    async fn ping(&self) -> Result<()>;
+
+    /// Whether `image` is present locally; never pulls.
+    async fn has_image(&self, image: &str) -> Result<bool>;
+
+    /// Creates a sandbox, attaches to it and starts it; when this returns, kiln-init is waiting
+    /// for its job frame. A missing image is pulled first, within a bounded time.
+    async fn launch(&self, spec: &SandboxSpec) -> Result<Box<dyn Sandbox>>;
+
+    /// Removes every sandbox that this gateway's previous incarnations left behind.
+    async fn remove_orphans(&self) -> Result<usize>;
+}
+
+/// A started sandbox, waiting for its one job. Dropping it removes it in the background.
+#[async_trait]
+pub trait Sandbox: Send + std::fmt::Debug {
+    /// The engine's id of the sandbox.
+    fn id(&self) -> &str;
+
+    /// Writes `job` and collects output until kiln-init's exit frame. The sandbox is consumed:
+    /// it serves exactly one run and is removed afterwards.
+    async fn run(self: Box<Self>, job: Job) -> Result<RunOutcome>;
+}
+
+/// What a run produced.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RunOutcome {
+    pub stdout: Collected,
+    pub stderr: Collected,
+    pub exit: ExitReport,
+    /// From writing the job to the exit frame, measured on the host.
+    pub elapsed: Duration,
+}

@@ -1,0 +1,243 @@
+//! The Docker backend, through bollard.
+//!
+//! Every container runs kiln-init as its entrypoint (the host binary bind-mounted read-only at
+//! [`INIT_MOUNT`]) with stdin attached before it starts. See [`container_body`] for the security
+//! defaults every sandbox gets.
+
+pub mod baseline;
+mod config;
+mod image;
+mod sandbox;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bollard::query_parameters::{
+    AttachContainerOptionsBuilder, CreateContainerOptionsBuilder, ListContainersOptionsBuilder,
+    RemoveContainerOptionsBuilder,
+};
+use bollard::{ClientVersion, Docker};
+use tracing::{info, info_span, warn, Instrument};
+
+pub use config::{container_body, DockerConfig, INIT_MOUNT, LABEL_GATEWAY, LABEL_MANAGED};
+pub use sandbox::DockerSandbox;
+
+use crate::{Backend, Error, Result, Sandbox, SandboxSpec};
+
+/// The engine API version spoken when the daemon cannot be asked (Debian bookworm's docker.io).
+const FALLBACK_API: ClientVersion = ClientVersion {
+    major_version: 1,
+    minor_version: 41,
+};
+
+/// A Docker engine reached through its API socket.
+#[derive(Debug, Clone)]
+pub struct DockerBackend {
+    docker: Docker,
+    config: Arc<DockerConfig>,
+}
+
+impl DockerBackend {
+    /// Connects to the engine at `config.host` (`unix://…` or `tcp://…`) and agrees on an API
+    /// version with it. An engine that is down is not an error here: the backend answers
+    /// [`Error::Unavailable`] until it comes up.
+    pub async fn connect(config: DockerConfig) -> Result<Self> {
+        let timeout = config.api_timeout.as_secs().max(1);
+        let host = config.host.as_str();
+        let docker =
+            if let Some(addr) = host.strip_prefix("tcp://").or(host.strip_prefix("http://")) {
+                Docker::connect_with_http(addr, timeout, &FALLBACK_API)
+            } else {
+                Docker::connect_with_unix(host, timeout, &FALLBACK_API)
+            }
+            .map_err(|e| Error::Unavailable(format!("cannot use Docker host {host}: {e}")))?;
+        let docker =
+            match tokio::time::timeout(Duration::from_secs(3), docker.clone().negotiate_version())
+                .await
+            {
+                Ok(Ok(d)) => d,
+                Ok(Err(e)) => {
+                    warn!(host, error = %e, "cannot negotiate the Docker API version; using 1.41");
+                    docker
+                }
+                Err(_) => {
+                    warn!(
+                        host,
+                        "Docker did not answer the version negotiation; using 1.41"
+                    );
+                    docker
+                }
+            };
+        Ok(DockerBackend {
+            docker,
+            config: Arc::new(config),
+        })
+    }
+
+    /// The bollard client, for baselines that measure the bare engine API.
+    pub fn client(&self) -> &Docker {
+        &self.docker
+    }
+
+    pub fn config(&self) -> &DockerConfig {
+        &self.config
+    }
+}
+
+/// Maps a bollard error to ours: transport failures mean the engine is unavailable.
+pub(crate) fn engine_error(op: &'static str, id: &str, e: bollard::errors::Error) -> Error {
+    use bollard::errors::Error as B;
+    match e {
+        B::DockerResponseServerError {
+            status_code,
+            message,
+        } => Error::Engine {
+            op,
+            id: id.to_owned(),
+            detail: format!("{status_code}: {message}"),
+        },
+        B::JsonDataError { .. } | B::JsonSerdeError { .. } | B::DockerStreamError { .. } => {
+            Error::Engine {
+                op,
+                id: id.to_owned(),
+                detail: e.to_string(),
+            }
+        }
+        other => Error::Unavailable(format!("{op}: {other}")),
+    }
+}
+
+#[async_trait]
+impl Backend for DockerBackend {
+    fn name(&self) -> &'static str {
+        "docker"
+    }
+
+    async fn ping(&self) -> Result<()> {
+        self.docker
+            .ping()
+            .await
+            .map(|_| ())
+            .map_err(|e| Error::Unavailable(e.to_string()))
+    }
+
+    async fn has_image(&self, image: &str) -> Result<bool> {
+        match self.docker.inspect_image(image).await {
+            Ok(_) => Ok(true),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(false),
+            Err(e) => Err(engine_error("inspect image", image, e)),
+        }
+    }
+
+    async fn launch(&self, spec: &SandboxSpec) -> Result<Box<dyn Sandbox>> {
+        let t0 = Instant::now();
+        let body = container_body(&self.config, spec);
+        let create = |body| {
+            let opts = CreateContainerOptionsBuilder::default().build();
+            self.docker.create_container(Some(opts), body)
+        };
+        let created = match create(body.clone()).await {
+            Ok(c) => c,
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => {
+                image::pull(&self.docker, &spec.image, self.config.pull_timeout).await?;
+                create(body)
+                    .await
+                    .map_err(|e| engine_error("create", &spec.image, e))?
+            }
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 400,
+                message,
+            }) => {
+                return Err(Error::Invalid {
+                    field: "image",
+                    detail: message,
+                })
+            }
+            Err(e) => return Err(engine_error("create", &spec.image, e)),
+        };
+        let id = created.id;
+        let span = info_span!("sandbox", id = %short(&id));
+        // From here on the container exists: the guard removes it whatever happens next.
+        let guard = sandbox::RemoveGuard::new(self.docker.clone(), id.clone(), span.clone());
+        async {
+            info!(image = %spec.image, create_ms = ms(t0), "created");
+            let opts = AttachContainerOptionsBuilder::default()
+                .stdin(true)
+                .stdout(true)
+                .stderr(true)
+                .stream(true)
+                .build();
+            let attached = self
+                .docker
+                .attach_container(&id, Some(opts))
+                .await
+                .map_err(|e| engine_error("attach", &id, e))?;
+            info!("starting");
+            self.docker
+                .start_container(
+                    &id,
+                    None::<bollard::query_parameters::StartContainerOptions>,
+                )
+                .await
+                .map_err(|e| engine_error("start", &id, e))?;
+            info!(launch_ms = ms(t0), "started");
+            Ok(
+                Box::new(DockerSandbox::new(guard, attached, self.config.clone()))
+                    as Box<dyn Sandbox>,
+            )
+        }
+        .instrument(span)
+        .await
+    }
+
+    async fn remove_orphans(&self) -> Result<usize> {
+        let mut filters = HashMap::new();
+        filters.insert(
+            "label".to_owned(),
+            vec![
+                format!("{LABEL_MANAGED}=true"),
+                format!("{LABEL_GATEWAY}={}", self.config.gateway_id),
+            ],
+        );
+        let opts = ListContainersOptionsBuilder::default()
+            .all(true)
+            .filters(&filters)
+            .build();
+        let found = self
+            .docker
+            .list_containers(Some(opts))
+            .await
+            .map_err(|e| engine_error("list", "orphans", e))?;
+        let mut removed = 0;
+        for c in found {
+            let Some(id) = c.id else { continue };
+            let opts = RemoveContainerOptionsBuilder::default().force(true).build();
+            match self.docker.remove_container(&id, Some(opts)).await {
+                Ok(()) => removed += 1,
+                Err(e) => warn!(id = %short(&id), error = %e, "cannot remove orphaned sandbox"),
+            }
+        }
+        if removed > 0 {
+            info!(
+                removed,
+                "removed sandboxes left behind by a previous gateway"
+            );
+        }
+        Ok(removed)
+    }
+}
+
+/// The 12-character form of a container id, as `docker ps` shows it.
+pub fn short(id: &str) -> &str {
+    &id[..id.len().min(12)]
+}
+
+fn ms(t0: Instant) -> f64 {
+    (t0.elapsed().as_secs_f64() * 1e6).round() / 1e3
+}

@@ -1,0 +1,33 @@
+use std::time::Duration;
+
+/// Why a run could not take place or could not be completed.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The image is not present and could not be pulled.
+    #[error("image {image} not found and could not be pulled: {detail}")]
+    ImageNotFound { image: String, detail: String },
+    /// The engine refused a field of the request (an image reference it cannot parse, say).
+    #[error("{field}: {detail}")]
+    Invalid { field: &'static str, detail: String },
+    /// The sandbox engine (the Docker daemon) cannot be reached.
+    #[error("sandbox engine unavailable: {0}")]
+    Unavailable(String),
+    /// Every run slot is busy and the queue is full, or the wait for a slot timed out.
+    #[error("server at capacity: {reason}")]
+    AtCapacity {
+        reason: &'static str,
+        retry_after: Duration,
+    },
+    /// The engine refused an operation on a sandbox.
+    #[error("{op} of sandbox {id} failed: {detail}")]
+    Engine {
+        op: &'static str,
+        id: String,
+        detail: String,
+    },
+    /// kiln-init broke the protocol, or the sandbox ended without an exit frame.
+    #[error("sandbox {id}: {detail}")]
+    Protocol { id: String, detail: String },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

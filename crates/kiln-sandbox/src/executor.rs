@@ -1,0 +1,224 @@
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use base64::Engine as _;
+use kiln_api::{
+    signal_name, ExecSpec, ExecuteResponse, InvalidUtf8, RunStatus, SandboxInfo, StartKind,
+    Timings, Truncated, Usage,
+};
+use kiln_proto::{FileEntry, Job, Status};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::{Backend, Collected, Error, Result, RunOutcome, SandboxSpec};
+
+/// How many runs may go at once and how many may wait for a slot.
+#[derive(Debug, Clone)]
+pub struct ExecutorConfig {
+    pub max_concurrent: usize,
+    /// Runs waiting for a slot beyond which new ones are refused at once.
+    pub queue_size: usize,
+    /// How long a queued run waits for a slot before it is refused.
+    pub queue_timeout: Duration,
+}
+
+impl Default for ExecutorConfig {
+    fn default() -> Self {
+        ExecutorConfig {
+            max_concurrent: 8,
+            queue_size: 64,
+            queue_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Admits runs within the configured concurrency and queue, gets each a fresh sandbox from the
+/// backend, and turns the outcome into the API's response.
+#[derive(Debug)]
+pub struct Executor {
+    backend: Arc<dyn Backend>,
+    slots: Arc<Semaphore>,
+    waiting: AtomicUsize,
+    config: ExecutorConfig,
+}
+
+/// A run slot; the slot is free again when this is dropped.
+#[derive(Debug)]
+pub struct Admission {
+    _permit: OwnedSemaphorePermit,
+    queued: Duration,
+}
+
+impl Executor {
+    pub fn new(backend: Arc<dyn Backend>, config: ExecutorConfig) -> Self {
+        Executor {
+            backend,
+            slots: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
+            waiting: AtomicUsize::new(0),
+            config,
+        }
+    }
+
+    pub fn backend(&self) -> &Arc<dyn Backend> {
+        &self.backend
+    }
+
+    /// Runs in progress.
+    pub fn running(&self) -> usize {
+        self.config.max_concurrent.max(1) - self.slots.available_permits()
+    }
+
+    /// Waits for a run slot, or refuses when the queue is full or the wait is too long.
+    pub async fn admit(&self) -> Result<Admission> {
+        let t0 = Instant::now();
+        if let Ok(permit) = self.slots.clone().try_acquire_owned() {
+            return Ok(Admission {
+                _permit: permit,
+                queued: t0.elapsed(),
+            });
+        }
+        let retry_after = Duration::from_secs(1);
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.config.queue_size {
+            self.waiting.fetch_sub(1, Ordering::SeqCst);
+            return Err(Error::AtCapacity {
+                reason: "run queue is full",
+                retry_after,
+            });
+        }
+        let acquired = tokio::time::timeout(
+            self.config.queue_timeout,
+            self.slots.clone().acquire_owned(),
+        )
+        .await;
+        self.waiting.fetch_sub(1, Ordering::SeqCst);
+        match acquired {
+            Ok(Ok(permit)) => Ok(Admission {
+                _permit: permit,
+                queued: t0.elapsed(),
+            }),
+            Ok(Err(_)) => Err(Error::AtCapacity {
+                reason: "executor is shutting down",
+                retry_after,
+            }),
+            Err(_) => Err(Error::AtCapacity {
+                reason: "no run slot became free in time",
+                retry_after,
+            }),
+        }
+    }
+
+    /// Runs `spec` in a fresh sandbox. `received` is when the request arrived, for `duration_ms`.
+    pub async fn execute(&self, spec: ExecSpec, received: Instant) -> Result<ExecuteResponse> {
+        let admission = self.admit().await?;
+        let sandbox_spec = SandboxSpec {
+            image: spec.image.clone(),
+            workdir: spec.workdir.clone(),
+            limits: spec.limits,
+            network: spec.network,
+        };
+        let t_launch = Instant::now();
+        let sandbox = self.backend.launch(&sandbox_spec).await?;
+        let sandbox_ms = ms(t_launch.elapsed());
+        let id = sandbox.id().to_owned();
+        let outcome = sandbox.run(job(spec)).await?;
+        let queue_ms = ms(admission.queued);
+        drop(admission);
+        Ok(response(
+            outcome,
+            Timings {
+                queue_ms,
+                sandbox_ms,
+                run_ms: 0.0,
+            },
+            SandboxInfo {
+                id,
+                start: StartKind::Cold,
+            },
+            received,
+        ))
+    }
+}
+
+/// The job frame's contents for a validated request.
+pub(crate) fn job(spec: ExecSpec) -> Job {
+    Job {
+        argv: spec.argv,
+        env: spec.env,
+        stdin: spec.stdin,
+        files: spec
+            .files
+            .into_iter()
+            .map(|f| FileEntry {
+                path: f.path,
+                mode: f.mode,
+                content: f.content,
+            })
+            .collect(),
+        timeout_ms: spec.limits.timeout_ms,
+        output_bytes: spec.limits.output_bytes,
+    }
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// Text for JSON, and the exact bytes in base64 when they are not UTF-8.
+fn text(c: &Collected) -> (String, Option<String>) {
+    match std::str::from_utf8(&c.bytes) {
+        Ok(s) => (s.to_owned(), None),
+        Err(_) => (
+            String::from_utf8_lossy(&c.bytes).into_owned(),
+            Some(base64::engine::general_purpose::STANDARD.encode(&c.bytes)),
+        ),
+    }
+}
+
+fn response(
+    outcome: RunOutcome,
+    mut timings: Timings,
+    sandbox: SandboxInfo,
+    received: Instant,
+) -> ExecuteResponse {
+    let RunOutcome {
+        stdout,
+        stderr,
+        exit,
+        elapsed,
+    } = outcome;
+    timings.run_ms = ms(elapsed);
+    let (stdout_text, stdout_base64) = text(&stdout);
+    let (stderr_text, stderr_base64) = text(&stderr);
+    let status = match exit.status {
+        Status::Ok => RunStatus::Ok,
+        Status::Timeout => RunStatus::Timeout,
+        Status::Oom => RunStatus::Oom,
+        Status::OutputLimit => RunStatus::OutputLimit,
+        Status::Signal => RunStatus::Signal,
+    };
+    ExecuteResponse {
+        invalid_utf8: InvalidUtf8 {
+            stdout: stdout_base64.is_some(),
+            stderr: stderr_base64.is_some(),
+        },
+        stdout: stdout_text,
+        stderr: stderr_text,
+        stdout_base64,
+        stderr_base64,
+        exit_code: exit.code,
+        signal: exit.signal.map(signal_name),
+        status,
+        duration_ms: ms(received.elapsed()),
+        timings,
+        truncated: Truncated {
+            stdout: stdout.truncated || exit.stdout_truncated,
+            stderr: stderr.truncated || exit.stderr_truncated,
+        },
+        sandbox,
+        usage: Usage {
+            // A report the host made up (backstop kill, kiln-init OOM-killed) has no usage.
+            cpu_ms: (exit.run_us > 0).then_some(exit.cpu_ms),
+            memory_peak_bytes: exit.memory_peak_bytes,
+        },
+    }
+}

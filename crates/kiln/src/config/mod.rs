@@ -1,0 +1,131 @@
+//! Server configuration: one TOML file, then the environment, then flags.
+//!
+//! Every section has named defaults and validates itself. Any key can be overridden without a
+//! file: `KILN__LIMITS__MAX__MEMORY_MB=1024` in the environment or `--set limits.max.memory_mb=1024`
+//! on the command line; the common ones also have their own flags (`kiln serve --help`).
+
+mod docker;
+mod limits;
+mod server;
+
+use std::path::Path;
+
+use serde::Deserialize;
+
+pub use docker::DockerSection;
+pub use limits::{LimitsSection, NetworkSection};
+pub use server::ServerSection;
+
+/// The whole configuration of `kiln serve`.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    pub server: ServerSection,
+    pub docker: DockerSection,
+    pub limits: LimitsSection,
+    pub network: NetworkSection,
+    pub images: ImagesSection,
+}
+
+/// Images the gateway expects to be present; `/ready` reports each.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ImagesSection {
+    pub required: Vec<String>,
+}
+
+impl Default for ImagesSection {
+    fn default() -> Self {
+        ImagesSection {
+            required: vec!["kiln/busybox".into()],
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: String,
+        source: std::io::Error,
+    },
+    #[error("config: {0}")]
+    Parse(String),
+    #[error("config override {0:?} is not of the form section.key=value")]
+    Override(String),
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Loads `file` (if any), then applies `KILN__A__B=v` variables from `env`, then `overrides`
+    /// (`a.b=v`), then validates every section.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+        overrides: &[String],
+    ) -> Result<Config, ConfigError> {
+        let mut tree = match file {
+            Some(p) => {
+                let text = std::fs::read_to_string(p).map_err(|source| ConfigError::Read {
+                    path: p.display().to_string(),
+                    source,
+                })?;
+                text.parse::<toml::Table>()
+                    .map_err(|e| ConfigError::Parse(format!("{}: {e}", p.display())))?
+            }
+            None => toml::Table::new(),
+        };
+        for (k, v) in env {
+            if let Some(path) = k.strip_prefix("KILN__") {
+                let path = path.to_ascii_lowercase().replace("__", ".");
+                set(&mut tree, &path, &v)?;
+            }
+        }
+        for o in overrides {
+            let (path, v) = o
+                .split_once('=')
+                .ok_or_else(|| ConfigError::Override(o.clone()))?;
+            set(&mut tree, path.trim(), v.trim())?;
+        }
+        let config: Config = toml::Value::Table(tree)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse(e.to_string()))?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.server.validate()?;
+        self.docker.validate()?;
+        self.limits.validate()?;
+        Ok(())
+    }
+}
+
+/// Sets `path` (dotted) in `tree` to `raw`, read as a TOML value where it parses as one (numbers,
+/// booleans, arrays) and as a string otherwise.
+fn set(tree: &mut toml::Table, path: &str, raw: &str) -> Result<(), ConfigError> {
+    let keys: Vec<&str> = path.split('.').collect();
+    if keys.len() < 2 || keys.iter().any(|k| k.is_empty()) {
+        return Err(ConfigError::Override(format!("{path}={raw}")));
+    }
+    let value = format!("v = {raw}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(raw.to_owned()));
+    let mut node = tree;
+    for k in &keys[..keys.len() - 1] {
+        node = node
+            .entry(k.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()))
+            .as_table_mut()
+            .ok_or_else(|| ConfigError::Override(format!("{path}={raw}")))?;
+    }
+    node.insert(keys[keys.len() - 1].to_owned(), value);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

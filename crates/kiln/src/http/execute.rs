@@ -1,0 +1,56 @@
+use std::time::Instant;
+
+use axum::body::{to_bytes, Body};
+use axum::extract::State;
+use axum::Json;
+use kiln_api::{ExecuteRequest, ExecuteResponse, ValidationError};
+use tracing::Instrument;
+
+use super::{ApiError, AppState};
+
+/// `POST /api/v1/execute`. The body is read here rather than by an extractor so that every
+/// failure (size, syntax, a field) gets Kiln's JSON error, and so that any Content-Type is taken.
+pub(super) async fn execute(
+    State(state): State<AppState>,
+    body: Body,
+) -> Result<Json<ExecuteResponse>, ApiError> {
+    let received = Instant::now();
+    let request = decode(body, state.inner.max_body_bytes).await?;
+    let spec = request.validate(&state.inner.policy)?;
+    // The run goes on in its own task: a client that disconnects drops this future, never the
+    // run halfway through creating its container. The sandbox is removed either way.
+    let executor = state.executor().clone();
+    let run = tokio::spawn(
+        async move { executor.execute(spec, received).await }.instrument(tracing::Span::current()),
+    );
+    let response = run
+        .await
+        .map_err(|e| ApiError::Internal(format!("run task failed: {e}")))??;
+    Ok(Json(response))
+}
+
+pub(super) async fn decode(body: Body, limit: usize) -> Result<ExecuteRequest, ApiError> {
+    let bytes = to_bytes(body, limit).await.map_err(|e| {
+        if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
+        {
+            ApiError::TooLarge(limit)
+        } else {
+            ApiError::BodyRead(e.to_string())
+        }
+    })?;
+    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => ValidationError {
+                code: "invalid_field",
+                message: format!("{path}: {inner}"),
+                field: path,
+                maximum: None,
+            }
+            .into(),
+            _ => ApiError::BadJson(inner.to_string()),
+        }
+    })
+}

@@ -1,0 +1,97 @@
+//! The gateway's HTTP surface: `fn app(state) -> Router`, its handlers and its error type.
+
+mod error;
+mod execute;
+mod health;
+
+pub(crate) use health::check_init;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use axum::Router;
+use kiln_api::Policy;
+use kiln_sandbox::Executor;
+use tracing::{info, info_span, Instrument};
+
+pub use error::ApiError;
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    inner: Arc<Shared>,
+}
+
+#[derive(Debug)]
+struct Shared {
+    executor: Arc<Executor>,
+    policy: Policy,
+    max_body_bytes: usize,
+    required_images: Vec<String>,
+    init_path: PathBuf,
+}
+
+impl AppState {
+    pub fn new(
+        executor: Arc<Executor>,
+        policy: Policy,
+        max_body_bytes: usize,
+        required_images: Vec<String>,
+        init_path: PathBuf,
+    ) -> Self {
+        AppState {
+            inner: Arc::new(Shared {
+                executor,
+                policy,
+                max_body_bytes,
+                required_images,
+                init_path,
+            }),
+        }
+    }
+
+    pub fn executor(&self) -> &Arc<Executor> {
+        &self.inner.executor
+    }
+}
+
+/// The gateway's router.
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/health", get(health::health))
+        .route("/ready", get(health::ready))
+        .route("/api/v1/execute", post(execute::execute))
+        .fallback(|| async { ApiError::NotFound })
+        .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn(trace_request))
+        .with_state(state)
+}
+
+/// One span per request, carrying the method and the matched route; one line when it ends.
+async fn trace_request(req: Request, next: Next) -> Response {
+    let path = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
+    let span = info_span!("request", method = %req.method(), path = %path);
+    let t0 = Instant::now();
+    async move {
+        let res = next.run(req).await;
+        info!(
+            status = res.status().as_u16(),
+            ms = t0.elapsed().as_secs_f64() * 1e3,
+            "answered"
+        );
+        res
+    }
+    .instrument(span)
+    .await
+}
+
+#[cfg(test)]
+mod tests;

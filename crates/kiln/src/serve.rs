@@ -1,0 +1,128 @@
+//! Start-up and shutdown of the gateway.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use kiln_sandbox::docker::DockerBackend;
+use kiln_sandbox::{Backend, Executor, ExecutorConfig};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tracing::{info, warn};
+
+use crate::config::Config;
+use crate::http::{app, AppState};
+
+/// A gateway serving in the background.
+#[derive(Debug)]
+pub struct Running {
+    pub addr: SocketAddr,
+    pub state: AppState,
+    stop: Option<oneshot::Sender<()>>,
+    task: JoinHandle<anyhow::Result<()>>,
+}
+
+impl Running {
+    /// Stops taking requests, lets in-flight ones finish within the grace period, then removes
+    /// every sandbox this gateway made.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        self.task.await.context("server task")?
+    }
+
+    /// Waits until the server ends by itself (SIGTERM / Ctrl-C when started with signals).
+    pub async fn wait(self) -> anyhow::Result<()> {
+        self.task.await.context("server task")?
+    }
+}
+
+/// Connects to Docker, removes what a previous gateway left behind, binds and serves. With
+/// `signals`, SIGTERM and Ctrl-C start the shutdown too.
+pub async fn start(config: Config, signals: bool) -> anyhow::Result<Running> {
+    let docker_config = config.docker.to_backend_config();
+    let init_path = docker_config.init_path.clone();
+    if let Err(reason) = crate::http::check_init(&init_path) {
+        warn!(%reason, "kiln-init is not usable; runs will fail until it is (see /ready)");
+    }
+    let backend = Arc::new(DockerBackend::connect(docker_config).await?);
+    match backend.remove_orphans().await {
+        Ok(_) => {}
+        Err(e) => warn!(error = %e, "cannot look for orphaned sandboxes now"),
+    }
+    let executor = Arc::new(Executor::new(
+        backend.clone(),
+        ExecutorConfig {
+            max_concurrent: config.server.max_concurrent,
+            queue_size: config.server.queue_size,
+            queue_timeout: Duration::from_millis(config.server.queue_timeout_ms),
+        },
+    ));
+    let state = AppState::new(
+        executor,
+        config.policy(),
+        config.server.max_body_bytes,
+        config.images.required.clone(),
+        init_path,
+    );
+    let listener = tokio::net::TcpListener::bind(&config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.listen))?;
+    let addr = listener.local_addr()?;
+    info!(%addr, backend = backend.name(), "kiln listening");
+
+    let (stop, stopped) = oneshot::channel::<()>();
+    let grace = Duration::from_millis(config.server.shutdown_grace_ms);
+    let router = app(state.clone());
+    let task = tokio::spawn(async move {
+        let (begin_tx, begin_rx) = oneshot::channel::<()>();
+        let shutdown = async move {
+            tokio::select! {
+                _ = stopped => {}
+                _ = signal(), if signals => {}
+            }
+            info!("shutting down: no new runs; waiting for runs in flight");
+            let _ = begin_tx.send(());
+        };
+        let server = axum::serve(listener, router).with_graceful_shutdown(shutdown);
+        let server = tokio::spawn(async move { server.await });
+        // The grace period starts with the shutdown, not before.
+        let _ = begin_rx.await;
+        if tokio::time::timeout(grace, server).await.is_err() {
+            warn!(
+                grace_ms = grace.as_millis() as u64,
+                "runs still in flight after the grace period; stopping anyway"
+            );
+        }
+        // Give removals spawned by the last runs a moment, then sweep whatever is left.
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        match backend.remove_orphans().await {
+            Ok(n) => info!(removed = n, "shutdown complete"),
+            Err(e) => warn!(error = %e, "cannot remove sandboxes at shutdown"),
+        }
+        Ok(())
+    });
+    Ok(Running {
+        addr,
+        state,
+        stop: Some(stop),
+        task,
+    })
+}
+
+async fn signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}
