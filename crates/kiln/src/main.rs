@@ -16,6 +16,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Run the gateway (HTTP API on :8080 by default).
+    #[command(after_help = CONFIG_HELP)]
     Serve(ServeArgs),
     /// Run one command through a Kiln gateway and exit with its exit code.
     Run(kiln::client::RunArgs),
@@ -23,21 +24,23 @@ enum Command {
     Bench(kiln::bench::BenchArgs),
 }
 
-/// Configuration is read from a TOML file (`--config`), then from `KILN__SECTION__KEY=value`
-/// environment variables, then from the flags below and `--set section.key=value`.
-///
-/// Sections and keys (defaults in brackets):
-///   [server]  listen ["0.0.0.0:8080"], max_body_bytes [16777216], max_concurrent [8],
-///             queue_size [64], queue_timeout_ms [30000], shutdown_grace_ms [30000]
-///   [docker]  host ["unix:///var/run/docker.sock"], init_path [kiln-init beside this binary],
-///             user ["65534:65534"], gateway_id ["kiln"], pull_timeout_ms [60000], kill_grace_ms [2000]
-///   [limits.default] and [limits.max]: timeout_ms [10000 / 300000], memory_mb [256 / 4096],
-///             cpus [1.0 / 2.0], pids [64 / 1024], output_bytes [1048576 / 67108864], tmp_mb [64 / 1024]
-///   [limits]  max_files [1000]
-///   [network] allow [false]: whether a request may ask for `"network": true`
-///   [images]  required [["kiln/busybox"]]: images /ready checks for
+const CONFIG_HELP: &str = "\
+Configuration is read from a TOML file (`--config`), then from `KILN__SECTION__KEY=value`\n\
+environment variables, then from the flags below and `--set section.key=value`.\n\
+\n\
+Sections and keys (defaults in brackets):\n\
+  [server]  listen [\"0.0.0.0:8080\"], max_body_bytes [16777216], max_concurrent [8],\n\
+            queue_size [64], queue_timeout_ms [30000], shutdown_grace_ms [30000]\n\
+  [docker]  host [\"unix:///var/run/docker.sock\"], init_path [kiln-init beside this binary],\n\
+            user [\"65534:65534\"], gateway_id [\"kiln\"], pull_timeout_ms [60000], kill_grace_ms [2000]\n\
+  [limits.default] and [limits.max]: timeout_ms [10000 / 300000], memory_mb [256 / 4096],\n\
+            cpus [1.0 / 2.0], pids [64 / 1024], output_bytes [1048576 / 67108864], tmp_mb [64 / 1024]\n\
+  [limits]  max_files [1000]\n\
+  [network] allow [false]: whether a request may ask for `\"network\": true`\n\
+  [images]  required [[\"kiln/busybox\"]]: images /ready checks for\n\
+";
+
 #[derive(Debug, Args)]
-#[command(verbatim_doc_comment)]
 struct ServeArgs {
     /// TOML configuration file.
     #[arg(long, short, env = "KILN_CONFIG")]

@@ -16,7 +16,7 @@ pub async fn create_start_wait_remove(
     image: &str,
     argv: &[&str],
 ) -> Result<i64> {
-    let docker = backend.client();
+    let docker = backend.client().await?;
     let body = ContainerCreateBody {
         image: Some(image.to_owned()),
         cmd: Some(argv.iter().map(|s| s.to_string()).collect()),

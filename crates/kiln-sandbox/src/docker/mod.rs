@@ -35,54 +35,54 @@ const FALLBACK_API: ClientVersion = ClientVersion {
 /// A Docker engine reached through its API socket.
 #[derive(Debug, Clone)]
 pub struct DockerBackend {
-    docker: Docker,
+    /// Made on first use, so that a gateway starts while the engine (or its socket) is not
+    /// there yet and answers [`Error::Unavailable`] until it is.
+    docker: Arc<tokio::sync::OnceCell<Docker>>,
     config: Arc<DockerConfig>,
 }
 
 impl DockerBackend {
-    /// Connects to the engine at `config.host` (`unix://…` or `tcp://…`) and agrees on an API
-    /// version with it. An engine that is down is not an error here: the backend answers
-    /// [`Error::Unavailable`] until it comes up.
+    /// A backend for the engine at `config.host` (`unix://…` or `tcp://…`). Tries to connect
+    /// at once; an engine that is down is not an error here.
     pub async fn connect(config: DockerConfig) -> Result<Self> {
-        let timeout = config.api_timeout.as_secs().max(1);
-        let host = config.host.as_str();
-        let docker =
-            if let Some(addr) = host.strip_prefix("tcp://").or(host.strip_prefix("http://")) {
-                Docker::connect_with_http(addr, timeout, &FALLBACK_API)
-            } else {
-                Docker::connect_with_unix(host, timeout, &FALLBACK_API)
-            }
-            .map_err(|e| Error::Unavailable(format!("cannot use Docker host {host}: {e}")))?;
-        let docker =
-            match tokio::time::timeout(Duration::from_secs(3), docker.clone().negotiate_version())
-                .await
-            {
-                Ok(Ok(d)) => d,
-                Ok(Err(e)) => {
-                    warn!(host, error = %e, "cannot negotiate the Docker API version; using 1.41");
-                    docker
-                }
-                Err(_) => {
-                    warn!(
-                        host,
-                        "Docker did not answer the version negotiation; using 1.41"
-                    );
-                    docker
-                }
-            };
-        Ok(DockerBackend {
-            docker,
+        let backend = DockerBackend {
+            docker: Arc::new(tokio::sync::OnceCell::new()),
             config: Arc::new(config),
-        })
+        };
+        if let Err(e) = backend.client().await {
+            warn!(error = %e, "Docker engine not reachable yet");
+        }
+        Ok(backend)
     }
 
-    /// The bollard client, for baselines that measure the bare engine API.
-    pub fn client(&self) -> &Docker {
-        &self.docker
+    /// The bollard client, connected and with an agreed API version.
+    pub async fn client(&self) -> Result<&Docker> {
+        self.docker.get_or_try_init(|| connect(&self.config)).await
     }
 
     pub fn config(&self) -> &DockerConfig {
         &self.config
+    }
+}
+
+async fn connect(config: &DockerConfig) -> Result<Docker> {
+    let timeout = config.api_timeout.as_secs().max(1);
+    let host = config.host.as_str();
+    let docker = if let Some(addr) = host.strip_prefix("tcp://").or(host.strip_prefix("http://")) {
+        Docker::connect_with_http(addr, timeout, &FALLBACK_API)
+    } else {
+        Docker::connect_with_unix(host, timeout, &FALLBACK_API)
+    }
+    .map_err(|e| Error::Unavailable(format!("cannot use Docker host {host}: {e}")))?;
+    match tokio::time::timeout(Duration::from_secs(3), docker.negotiate_version()).await {
+        Ok(Ok(d)) => {
+            info!(host, api = %d.client_version(), "connected to the Docker engine");
+            Ok(d)
+        }
+        Ok(Err(e)) => Err(Error::Unavailable(format!("Docker at {host}: {e}"))),
+        Err(_) => Err(Error::Unavailable(format!(
+            "Docker at {host} did not answer"
+        ))),
     }
 }
 
@@ -116,7 +116,8 @@ impl Backend for DockerBackend {
     }
 
     async fn ping(&self) -> Result<()> {
-        self.docker
+        self.client()
+            .await?
             .ping()
             .await
             .map(|_| ())
@@ -124,7 +125,7 @@ impl Backend for DockerBackend {
     }
 
     async fn has_image(&self, image: &str) -> Result<bool> {
-        match self.docker.inspect_image(image).await {
+        match self.client().await?.inspect_image(image).await {
             Ok(_) => Ok(true),
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
@@ -135,17 +136,18 @@ impl Backend for DockerBackend {
 
     async fn launch(&self, spec: &SandboxSpec) -> Result<Box<dyn Sandbox>> {
         let t0 = Instant::now();
+        let docker = self.client().await?;
         let body = container_body(&self.config, spec);
         let create = |body| {
             let opts = CreateContainerOptionsBuilder::default().build();
-            self.docker.create_container(Some(opts), body)
+            docker.create_container(Some(opts), body)
         };
         let created = match create(body.clone()).await {
             Ok(c) => c,
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
             }) => {
-                image::pull(&self.docker, &spec.image, self.config.pull_timeout).await?;
+                image::pull(docker, &spec.image, self.config.pull_timeout).await?;
                 create(body)
                     .await
                     .map_err(|e| engine_error("create", &spec.image, e))?
@@ -164,7 +166,7 @@ impl Backend for DockerBackend {
         let id = created.id;
         let span = info_span!("sandbox", id = %short(&id));
         // From here on the container exists: the guard removes it whatever happens next.
-        let guard = sandbox::RemoveGuard::new(self.docker.clone(), id.clone(), span.clone());
+        let guard = sandbox::RemoveGuard::new(docker.clone(), id.clone(), span.clone());
         async {
             info!(image = %spec.image, create_ms = ms(t0), "created");
             let opts = AttachContainerOptionsBuilder::default()
@@ -173,13 +175,12 @@ impl Backend for DockerBackend {
                 .stderr(true)
                 .stream(true)
                 .build();
-            let attached = self
-                .docker
+            let attached = docker
                 .attach_container(&id, Some(opts))
                 .await
                 .map_err(|e| engine_error("attach", &id, e))?;
             info!("starting");
-            self.docker
+            docker
                 .start_container(
                     &id,
                     None::<bollard::query_parameters::StartContainerOptions>,
@@ -209,8 +210,8 @@ impl Backend for DockerBackend {
             .all(true)
             .filters(&filters)
             .build();
-        let found = self
-            .docker
+        let docker = self.client().await?;
+        let found = docker
             .list_containers(Some(opts))
             .await
             .map_err(|e| engine_error("list", "orphans", e))?;
@@ -218,7 +219,7 @@ impl Backend for DockerBackend {
         for c in found {
             let Some(id) = c.id else { continue };
             let opts = RemoveContainerOptionsBuilder::default().force(true).build();
-            match self.docker.remove_container(&id, Some(opts)).await {
+            match docker.remove_container(&id, Some(opts)).await {
                 Ok(()) => removed += 1,
                 Err(e) => warn!(id = %short(&id), error = %e, "cannot remove orphaned sandbox"),
             }

@@ -1,0 +1,174 @@
+//! The `kiln` binary itself: `kiln serve` as a process (config from flags and environment,
+//! SIGTERM shutdown) and `kiln run` as its client.
+
+mod common;
+
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{containers_of, init_path, unique_id};
+
+const KILN: &str = env!("CARGO_BIN_EXE_kiln");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Server {
+    child: Child,
+    url: String,
+    gateway_id: String,
+}
+
+impl Server {
+    fn start() -> Server {
+        let port = free_port();
+        let gateway_id = unique_id("cli");
+        let child = Command::new(KILN)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(["--set", &format!("docker.gateway_id={gateway_id}")])
+            .env("KILN_INIT_PATH", init_path())
+            .env("KILN__LIMITS__MAX__TIMEOUT_MS", "20000")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("kiln serve starts");
+        let url = format!("http://127.0.0.1:{port}");
+        let t0 = Instant::now();
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                t0.elapsed() < Duration::from_secs(20),
+                "kiln serve did not listen"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Server {
+            child,
+            url,
+            gateway_id,
+        }
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        Command::new(KILN)
+            .arg("run")
+            .args(["--url", &self.url])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn terminate(mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+        unsafe { libc_kill(self.child.id() as i32, 15) };
+        let t0 = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(
+                t0.elapsed() < Duration::from_secs(30),
+                "kiln serve ignored SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+#[test]
+fn serve_and_run_end_to_end() {
+    let server = Server::start();
+
+    let out = server.run(&["--image", "kiln/python", "--", "python3", "-c", "print(1)"]);
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "1\n");
+    assert_eq!(out.status.code(), Some(0));
+
+    let out = server.run(&["--image", "kiln/busybox", "-c", "echo oops >&2; exit 7"]);
+    assert_eq!(String::from_utf8_lossy(&out.stderr), "oops\n");
+    assert_eq!(out.status.code(), Some(7));
+
+    // Killed by the timeout: 128 + SIGKILL, and the status on stderr.
+    let out = server.run(&[
+        "--image",
+        "kiln/busybox",
+        "--timeout-ms",
+        "300",
+        "--",
+        "sleep",
+        "30",
+    ]);
+    assert_eq!(out.status.code(), Some(137));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("status timeout"));
+
+    // The limit set through the environment is in force.
+    let out = server.run(&[
+        "--image",
+        "kiln/busybox",
+        "--timeout-ms",
+        "30000",
+        "--",
+        "true",
+    ]);
+    assert_eq!(out.status.code(), Some(125));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("limit_exceeded"),
+        "{out:?}"
+    );
+
+    let health = server.run(&["--image", "kiln/busybox", "--json", "--", "echo", "j"]);
+    let v: serde_json::Value = serde_json::from_slice(&health.stdout).unwrap();
+    assert_eq!(v["stdout"], "j\n");
+
+    let id = server.gateway_id.clone();
+    let status = server.terminate();
+    assert!(status.success(), "kiln serve exited with {status}");
+    assert!(containers_of(&id).is_empty());
+}
+
+#[test]
+fn run_without_a_gateway_fails_clearly() {
+    let port = free_port();
+    let out = Command::new(KILN)
+        .args([
+            "run",
+            "--url",
+            &format!("http://127.0.0.1:{port}"),
+            "--image",
+            "kiln/busybox",
+            "--",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(125));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
+}
+
+#[test]
+fn serve_help_documents_the_configuration() {
+    let out = Command::new(KILN)
+        .args(["serve", "--help"])
+        .output()
+        .unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "--config",
+        "--port",
+        "--docker-host",
+        "--max-concurrent",
+        "--allow-network",
+        "limits.max",
+        "KILN__",
+    ] {
+        assert!(help.contains(needle), "help lacks {needle}: {help}");
+    }
+}
