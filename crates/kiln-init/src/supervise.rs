@@ -1,0 +1,302 @@
+//! The single-threaded poll loop of a run: feeds the program's stdin, forwards its output as
+//! frames the moment it arrives, reaps children (as PID 1, orphans land on init) and enforces
+//! the deadline and the output limit.
+
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::time::{Duration, Instant};
+
+use kiln_proto::Event;
+use libc::{c_int, pid_t};
+
+use crate::sys;
+use crate::Output;
+
+const CHUNK: usize = 64 * 1024;
+
+/// Reads per stream once the program has exited. After the kill nothing should write any more,
+/// but a process that escaped it (outside a container) could keep a pipe full forever.
+const DRAIN_READS: usize = 64;
+
+/// The pipes of a freshly spawned program, parent ends.
+#[derive(Debug)]
+pub struct Spawned {
+    pub pid: pid_t,
+    pub stdin: OwnedFd,
+    pub stdout: OwnedFd,
+    pub stderr: OwnedFd,
+}
+
+/// How the loop ended.
+#[derive(Debug)]
+pub struct Ended {
+    pub wait_status: c_int,
+    pub reaped_at: Instant,
+    pub timed_out: bool,
+    pub limit_hit: bool,
+    pub stdout_truncated: bool,
+    pub stderr_truncated: bool,
+}
+
+#[derive(Debug)]
+struct Stream {
+    fd: Option<OwnedFd>,
+    truncated: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Slot {
+    Signal,
+    Stream(usize),
+    Stdin,
+}
+
+#[derive(Debug)]
+pub struct Supervisor<'a> {
+    pid: pid_t,
+    sigfd: OwnedFd,
+    deadline: Option<Instant>,
+    stdin: Option<OwnedFd>,
+    stdin_data: &'a [u8],
+    /// stdout, stderr.
+    streams: [Stream; 2],
+    forwarded: u64,
+    limit: u64,
+    limit_hit: bool,
+    main: Option<(c_int, Instant)>,
+    out: &'a mut Output,
+}
+
+impl<'a> Supervisor<'a> {
+    pub fn new(
+        child: Spawned,
+        sigfd: OwnedFd,
+        stdin_data: &'a [u8],
+        deadline: Option<Instant>,
+        output_bytes: u64,
+        out: &'a mut Output,
+    ) -> Self {
+        Supervisor {
+            pid: child.pid,
+            sigfd,
+            deadline,
+            // Closing an unneeded stdin at once gives the program its EOF right away.
+            stdin: (!stdin_data.is_empty()).then_some(child.stdin),
+            stdin_data,
+            streams: [
+                Stream {
+                    fd: Some(child.stdout),
+                    truncated: false,
+                },
+                Stream {
+                    fd: Some(child.stderr),
+                    truncated: false,
+                },
+            ],
+            forwarded: 0,
+            limit: output_bytes,
+            limit_hit: false,
+            main: None,
+            out,
+        }
+    }
+
+    /// Runs the loop until the program has exited or been killed. An error means the frames
+    /// could not be written to the host; the run is then still alive and the caller kills it.
+    pub fn run(mut self) -> io::Result<Ended> {
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            if self.main.is_some() {
+                // Background processes die with the run; what they and the program wrote
+                // before is still in the pipes. Their EOF is not waited for.
+                sys::kill_run(self.pid);
+                self.drain(&mut buf)?;
+                return Ok(self.ended(false));
+            }
+            if self.limit_hit {
+                sys::kill_run(self.pid);
+                self.wait_main()?;
+                return Ok(self.ended(false));
+            }
+            let timeout = match self.deadline {
+                None => -1,
+                Some(deadline) => {
+                    let now = Instant::now();
+                    if now >= deadline {
+                        sys::kill_run(self.pid);
+                        self.wait_main()?;
+                        return Ok(self.ended(true));
+                    }
+                    poll_timeout(deadline - now)
+                }
+            };
+
+            let mut fds = [libc::pollfd {
+                fd: -1,
+                events: 0,
+                revents: 0,
+            }; 4];
+            let mut slots = [Slot::Signal; 4];
+            let mut n = 0;
+            let mut add = |fd: &OwnedFd, events: i16, slot: Slot| {
+                fds[n].fd = fd.as_raw_fd();
+                fds[n].events = events;
+                slots[n] = slot;
+                n += 1;
+            };
+            add(&self.sigfd, libc::POLLIN, Slot::Signal);
+            for (i, s) in self.streams.iter().enumerate() {
+                if let Some(fd) = &s.fd {
+                    add(fd, libc::POLLIN, Slot::Stream(i));
+                }
+            }
+            if let Some(fd) = &self.stdin {
+                add(fd, libc::POLLOUT, Slot::Stdin);
+            }
+            match sys::poll(&mut fds[..n], timeout) {
+                Ok(_) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            }
+            for (pfd, slot) in fds[..n].iter().zip(slots) {
+                if pfd.revents == 0 {
+                    continue;
+                }
+                match slot {
+                    Slot::Signal => self.reap(),
+                    Slot::Stream(i) => {
+                        self.read_stream(i, &mut buf)?;
+                    }
+                    Slot::Stdin => self.feed_stdin(),
+                }
+                if self.limit_hit {
+                    break;
+                }
+            }
+        }
+    }
+
+    fn ended(&self, timed_out: bool) -> Ended {
+        // Every way out of the loop has reaped the program first.
+        let (wait_status, reaped_at) = self.main.unwrap_or((0, Instant::now()));
+        Ended {
+            wait_status,
+            reaped_at,
+            timed_out,
+            limit_hit: self.limit_hit,
+            stdout_truncated: self.streams[0].truncated,
+            stderr_truncated: self.streams[1].truncated,
+        }
+    }
+
+    /// Reaps everything that has exited: the program, and orphans re-parented to PID 1.
+    fn reap(&mut self) {
+        sys::drain_signalfd(self.sigfd.as_raw_fd());
+        while let Ok(Some((pid, status))) = sys::waitpid(-1, true) {
+            if pid == self.pid {
+                self.main = Some((status, Instant::now()));
+            }
+        }
+    }
+
+    /// After the kill: the program is gone or about to be, so a blocking wait is short.
+    fn wait_main(&mut self) -> io::Result<()> {
+        if self.main.is_none() {
+            if let Some((_, status)) = sys::waitpid(self.pid, false)? {
+                self.main = Some((status, Instant::now()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Reads once from a stream and forwards what came. `Ok(true)` if bytes were read.
+    fn read_stream(&mut self, i: usize, buf: &mut [u8]) -> io::Result<bool> {
+        let Some(fd) = &self.streams[i].fd else {
+            return Ok(false);
+        };
+        match sys::read(fd.as_raw_fd(), buf) {
+            Ok(0) => {
+                self.streams[i].fd = None;
+                Ok(false)
+            }
+            Ok(n) => {
+                self.forward(i, &buf[..n])?;
+                Ok(true)
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(false),
+            // Any other error on a pipe means nothing more will come from it.
+            Err(_) => {
+                self.streams[i].fd = None;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Sends a chunk, cut at the output limit; passing the limit ends the run.
+    fn forward(&mut self, i: usize, chunk: &[u8]) -> io::Result<()> {
+        let room = self.limit.saturating_sub(self.forwarded);
+        let take = usize::try_from(room).map_or(chunk.len(), |r| r.min(chunk.len()));
+        if take > 0 {
+            let part = chunk[..take].to_vec();
+            let event = if i == 0 {
+                Event::Stdout(part)
+            } else {
+                Event::Stderr(part)
+            };
+            self.out.send(&event)?;
+            self.forwarded += take as u64;
+        }
+        if take < chunk.len() {
+            self.streams[i].truncated = true;
+            self.limit_hit = true;
+        }
+        Ok(())
+    }
+
+    /// Whatever is readable now, stdout then stderr, still within the output limit.
+    fn drain(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        for i in 0..self.streams.len() {
+            for _ in 0..DRAIN_READS {
+                if self.limit_hit || !self.read_stream(i, buf)? {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn feed_stdin(&mut self) {
+        let Some(fd) = &self.stdin else {
+            return;
+        };
+        match sys::write(fd.as_raw_fd(), self.stdin_data) {
+            Ok(n) => {
+                self.stdin_data = &self.stdin_data[n..];
+                if self.stdin_data.is_empty() {
+                    self.stdin = None;
+                }
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+            // EPIPE: the program closed its stdin and does not want the rest.
+            Err(_) => self.stdin = None,
+        }
+    }
+}
+
+/// Rounded up, so the loop does not spin on zero-millisecond polls just before the deadline.
+fn poll_timeout(left: Duration) -> c_int {
+    c_int::try_from(left.as_nanos().div_ceil(1_000_000)).unwrap_or(c_int::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn poll_timeout_rounds_up_and_saturates() {
+        assert_eq!(poll_timeout(Duration::from_nanos(1)), 1);
+        assert_eq!(poll_timeout(Duration::from_millis(300)), 300);
+        assert_eq!(poll_timeout(Duration::from_micros(300_001)), 301);
+        assert_eq!(poll_timeout(Duration::from_secs(u64::MAX / 4)), c_int::MAX);
+    }
+}

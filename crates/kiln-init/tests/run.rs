@@ -1,0 +1,357 @@
+//! Runs the kiln-init binary as an ordinary subprocess (not PID 1, so it kills the program's
+//! process group instead of the whole pid namespace) and speaks the protocol with it.
+
+use std::fs;
+use std::io::{Read, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use kiln_proto::{read_frame, Event, ExitReport, FileEntry, Job, Status, MAX_EVENT_FRAME};
+
+fn temp_dir(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let dir = std::env::temp_dir().join(format!("kiln-init-it-{}-{name}-{n}", std::process::id()));
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+#[derive(Debug)]
+struct Run {
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
+    exit: Option<ExitReport>,
+    /// Frames after the exit frame; there must be none.
+    after_exit: usize,
+    init_code: Option<i32>,
+    init_stderr: String,
+    elapsed: Duration,
+}
+
+impl Run {
+    fn exit(&self) -> &ExitReport {
+        self.exit.as_ref().expect("an exit frame")
+    }
+    fn stdout(&self) -> String {
+        String::from_utf8_lossy(&self.stdout).into_owned()
+    }
+    fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr).into_owned()
+    }
+}
+
+/// Feeds `input` to kiln-init in `dir`, keeping its stdin open as the host does, and collects
+/// every frame it sends.
+fn run_raw(dir: &Path, input: &[u8], close_stdin: bool) -> Run {
+    let start = Instant::now();
+    // KILN_INIT_BIN runs the same checks against another build, e.g. the static release one.
+    let bin =
+        std::env::var_os("KILN_INIT_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_kiln-init").into());
+    let mut child = Command::new(bin)
+        .current_dir(dir)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    stdin.write_all(input).unwrap();
+    let stdin = if close_stdin {
+        drop(stdin);
+        None
+    } else {
+        Some(stdin)
+    };
+    let mut out = child.stdout.take().unwrap();
+    let mut run = Run {
+        stdout: Vec::new(),
+        stderr: Vec::new(),
+        exit: None,
+        after_exit: 0,
+        init_code: None,
+        init_stderr: String::new(),
+        elapsed: Duration::ZERO,
+    };
+    while let Some((kind, payload)) = read_frame(&mut out, MAX_EVENT_FRAME).unwrap() {
+        if run.exit.is_some() {
+            run.after_exit += 1;
+        }
+        match Event::decode(kind, &payload).unwrap() {
+            Event::Stdout(b) => run.stdout.extend(b),
+            Event::Stderr(b) => run.stderr.extend(b),
+            Event::Exit(x) => run.exit = Some(x),
+        }
+    }
+    let status = child.wait().unwrap();
+    run.elapsed = start.elapsed();
+    drop(stdin);
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut run.init_stderr)
+        .unwrap();
+    run.init_code = status.code();
+    run
+}
+
+fn run_in(dir: &Path, job: &Job) -> Run {
+    let run = run_raw(dir, &job.to_frame(), false);
+    assert_eq!(run.init_code, Some(0), "{run:?}");
+    assert_eq!(run.after_exit, 0, "{run:?}");
+    run
+}
+
+fn run(job: &Job) -> Run {
+    let dir = temp_dir("job");
+    let r = run_in(&dir, job);
+    let _ = fs::remove_dir_all(&dir);
+    r
+}
+
+fn job(argv: &[&str]) -> Job {
+    Job {
+        argv: argv.iter().map(|s| s.to_string()).collect(),
+        timeout_ms: 10_000,
+        output_bytes: 1 << 20,
+        ..Job::default()
+    }
+}
+
+fn sh(script: &str) -> Job {
+    job(&["sh", "-c", script])
+}
+
+#[test]
+fn echo_hello() {
+    let r = run(&job(&["echo", "hello"]));
+    assert_eq!(r.stdout(), "hello\n");
+    assert_eq!(r.stderr(), "");
+    let x = r.exit();
+    assert_eq!((x.status, x.code, x.signal), (Status::Ok, Some(0), None));
+    assert!(!x.stdout_truncated && !x.stderr_truncated);
+    assert!(x.run_us > 0 && x.run_us < 5_000_000, "{x:?}");
+    assert!(x.memory_peak_bytes.is_some(), "{x:?}");
+}
+
+#[test]
+fn stdin_is_passed() {
+    let mut j = job(&["cat"]);
+    j.stdin = b"some input\nno newline".to_vec();
+    assert_eq!(run(&j).stdout(), "some input\nno newline");
+}
+
+#[test]
+fn large_stdin_and_stdout_flow_together() {
+    // Far more than a pipe holds in each direction: init must write and read at once.
+    let mut j = job(&["cat"]);
+    j.stdin = (0..3_000_000u32).map(|i| (i % 251) as u8).collect();
+    j.output_bytes = 10 << 20;
+    let r = run(&j);
+    assert_eq!(r.stdout, j.stdin);
+    assert_eq!(r.exit().code, Some(0));
+}
+
+#[test]
+fn program_closing_stdin_early_is_fine() {
+    let mut j = sh("exec 0<&-; echo closed");
+    j.stdin = vec![b'x'; 1 << 20];
+    let r = run(&j);
+    assert_eq!(r.stdout(), "closed\n");
+    assert_eq!(r.exit().code, Some(0));
+}
+
+#[test]
+fn stdout_and_stderr_are_separate() {
+    let r = run(&sh("echo out; echo err >&2"));
+    assert_eq!(r.stdout(), "out\n");
+    assert_eq!(r.stderr(), "err\n");
+}
+
+#[test]
+fn env_is_overlaid() {
+    let mut j = sh("echo \"$FOO $BAR\"; test -n \"$PATH\" && echo has-path");
+    j.env = vec![
+        ("FOO".into(), "first".into()),
+        ("BAR".into(), "bar".into()),
+        ("FOO".into(), "last".into()),
+    ];
+    assert_eq!(run(&j).stdout(), "last bar\nhas-path\n");
+}
+
+#[test]
+fn files_are_written_before_the_run() {
+    let dir = temp_dir("files");
+    let mut j = sh("cat data/in.txt; ./bin/tool.sh");
+    j.files = vec![
+        FileEntry {
+            path: "data/in.txt".into(),
+            mode: 0o640,
+            content: b"file content\n".to_vec(),
+        },
+        FileEntry {
+            path: "./bin//tool.sh".into(),
+            mode: 0o755,
+            content: b"#!/bin/sh\necho tool ran\n".to_vec(),
+        },
+    ];
+    let r = run_in(&dir, &j);
+    assert_eq!(r.stdout(), "file content\ntool ran\n", "{r:?}");
+    assert_eq!(r.exit().code, Some(0));
+    let mode = |p: &str| fs::metadata(dir.join(p)).unwrap().permissions().mode() & 0o7777;
+    assert_eq!(mode("data/in.txt"), 0o640);
+    assert_eq!(mode("bin/tool.sh"), 0o755);
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn non_zero_exit_code() {
+    let r = run(&sh("echo before; exit 3"));
+    let x = r.exit();
+    assert_eq!((x.status, x.code, x.signal), (Status::Ok, Some(3), None));
+    assert_eq!(r.stdout(), "before\n");
+}
+
+#[test]
+fn death_by_signal() {
+    let x = run(&sh("kill -TERM $$")).exit().clone();
+    assert_eq!(
+        (x.status, x.code, x.signal),
+        (Status::Signal, None, Some(15))
+    );
+}
+
+#[test]
+fn timeout_kills_the_run() {
+    let mut j = job(&["sleep", "10"]);
+    j.timeout_ms = 300;
+    let r = run(&j);
+    let x = r.exit();
+    assert_eq!(
+        (x.status, x.code, x.signal),
+        (Status::Timeout, None, Some(9))
+    );
+    assert!(x.run_us >= 300_000, "{x:?}");
+    assert!(r.elapsed < Duration::from_millis(1500), "{:?}", r.elapsed);
+}
+
+#[test]
+fn output_flood_is_cut_at_the_limit() {
+    let mut j = job(&["yes"]);
+    j.output_bytes = 1000;
+    let r = run(&j);
+    assert_eq!(r.stdout.len(), 1000);
+    assert!(r.stdout.chunks(2).all(|c| c == b"y\n"));
+    let x = r.exit();
+    assert_eq!(x.status, Status::OutputLimit);
+    assert_eq!(x.signal, Some(9));
+    assert!(x.stdout_truncated && !x.stderr_truncated, "{x:?}");
+}
+
+#[test]
+fn output_limit_counts_both_streams() {
+    let mut j = sh("printf 12345; printf abcdefgh >&2; sleep 10");
+    j.output_bytes = 8;
+    let r = run(&j);
+    assert_eq!(r.stdout(), "12345");
+    assert_eq!(r.stderr(), "abc");
+    let x = r.exit();
+    assert_eq!(x.status, Status::OutputLimit);
+    assert!(!x.stdout_truncated && x.stderr_truncated, "{x:?}");
+    assert!(r.elapsed < Duration::from_secs(5));
+}
+
+#[test]
+fn missing_program_is_127() {
+    let r = run(&job(&["kiln-no-such-program"]));
+    let x = r.exit();
+    assert_eq!((x.status, x.code, x.signal), (Status::Ok, Some(127), None));
+    assert!(
+        r.stderr()
+            .starts_with("kiln-init: cannot run 'kiln-no-such-program': "),
+        "{}",
+        r.stderr()
+    );
+    assert!(r.stderr().ends_with('\n'));
+    assert_eq!(r.stdout(), "");
+
+    let r = run(&job(&[]));
+    assert_eq!(r.exit().code, Some(127));
+    assert!(r.stderr().starts_with("kiln-init: "));
+}
+
+#[test]
+fn not_executable_is_126() {
+    let mut j = job(&["./script.sh"]);
+    j.files = vec![FileEntry {
+        path: "script.sh".into(),
+        mode: 0o644,
+        content: b"#!/bin/sh\necho no\n".to_vec(),
+    }];
+    let r = run(&j);
+    assert_eq!(r.exit().code, Some(126), "{r:?}");
+    assert_eq!(r.stdout(), "");
+}
+
+#[test]
+fn bad_file_path_prevents_the_run() {
+    let dir = temp_dir("dotdot");
+    let mut j = job(&["touch", "ran"]);
+    j.files = vec![FileEntry {
+        path: "sub/../../escape".into(),
+        mode: 0o644,
+        content: b"x".to_vec(),
+    }];
+    let r = run_in(&dir, &j);
+    let x = r.exit();
+    assert_eq!((x.status, x.code, x.signal), (Status::Ok, Some(126), None));
+    assert_eq!(
+        r.stderr(),
+        "kiln-init: cannot write file sub/../../escape: path contains '..'\n"
+    );
+    assert!(!dir.join("ran").exists());
+    assert!(!dir.parent().unwrap().join("escape").exists());
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn bad_input_exits_2_without_frames() {
+    let dir = temp_dir("bad");
+    let mut wrong_version = job(&["true"]).to_frame();
+    wrong_version[5] ^= 0x7f;
+    let inputs: [(&[u8], bool); 5] = [
+        (b"", true),
+        (&[5, 0, 0, 0, 9, 1, 2, 3, 4], false),
+        (&[3, 0, 0, 0, 1, 0], true),
+        (&kiln_proto::Event::Stdout(b"hi".to_vec()).to_frame(), false),
+        (&wrong_version, false),
+    ];
+    for (input, close) in inputs {
+        let r = run_raw(&dir, input, close);
+        assert_eq!(r.init_code, Some(2), "{input:?}: {r:?}");
+        assert!(r.exit.is_none() && r.stdout.is_empty());
+        assert!(r.init_stderr.starts_with("kiln-init: "), "{r:?}");
+        assert_eq!(r.init_stderr.lines().count(), 1, "{r:?}");
+    }
+    fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn background_child_does_not_keep_the_run_alive() {
+    let r = run(&sh("sleep 30 & echo done"));
+    assert_eq!(r.stdout(), "done\n");
+    let x = r.exit();
+    assert_eq!((x.status, x.code), (Status::Ok, Some(0)));
+    assert!(r.elapsed < Duration::from_secs(5), "{:?}", r.elapsed);
+}
+
+#[test]
+fn output_written_just_before_exit_is_kept() {
+    let r = run(&sh("head -c 200000 /dev/zero; echo; echo tail >&2"));
+    assert_eq!(r.stdout.len(), 200_001);
+    assert_eq!(r.stderr(), "tail\n");
+}
