@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The whole test suite on a fresh machine: installs and starts what the tests need (Docker
+# engine, images), builds the static kiln-init, runs every test against the real engine, and
+# checks that no Kiln container is left behind.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/ensure-docker.sh
+scripts/images.sh busybox python
+KILN_INIT_PATH=$(scripts/build-init.sh)
+export KILN_INIT_PATH
+
+cargo test --workspace "$@"
+
+left=$(docker ps -aq --filter label=dev.kiln.managed=true --filter 'label=dev.kiln.gateway' | wc -l)
+stray=$(docker ps -aq --filter label=dev.kiln.managed=true --format '{{.Label "dev.kiln.gateway"}}' | grep -c '^kiln-test-' || true)
+if [ "$stray" -ne 0 ]; then
+  echo "test.sh: $stray Kiln test container(s) left behind:" >&2
+  docker ps -a --filter label=dev.kiln.managed=true >&2
+  exit 1
+fi
+echo "test.sh: no Kiln test container left (Kiln containers of other gateways on this engine: $left)"
