@@ -11,15 +11,19 @@ use super::{engine_error, DockerBackend};
 use crate::Result;
 
 /// Runs `argv` in a new container through the bare API and returns its exit code.
+/// `network_disabled` also sets the container's `NetworkDisabled`, as Kiln does, which spares the
+/// engine the network sandbox that `--network none` still builds.
 pub async fn create_start_wait_remove(
     backend: &DockerBackend,
     image: &str,
     argv: &[&str],
+    network_disabled: bool,
 ) -> Result<i64> {
     let docker = backend.client().await?;
     let body = ContainerCreateBody {
         image: Some(image.to_owned()),
         cmd: Some(argv.iter().map(|s| s.to_string()).collect()),
+        network_disabled: Some(network_disabled),
         host_config: Some(HostConfig {
             network_mode: Some("none".to_owned()),
             ..Default::default()
