@@ -227,3 +227,20 @@ async fn background_children_die_with_the_run() {
     assert!(t0.elapsed() < Duration::from_secs(10));
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn network_only_where_the_server_allows_it() {
+    let mut config = common::test_config("network");
+    config.network.allow = true;
+    let gw = Gateway::start_with(config).await;
+    // Only the devices are listed: nothing is sent anywhere.
+    let v = gw
+        .run(json!({"image": BUSYBOX, "command": "ls /sys/class/net", "network": true}))
+        .await;
+    assert!(v["stdout"].as_str().unwrap().contains("eth0"), "{v}");
+    let v = gw
+        .run(json!({"image": BUSYBOX, "command": "ls /sys/class/net"}))
+        .await;
+    assert_eq!(v["stdout"], "lo\n", "no network unless asked for");
+    gw.stop().await;
+}

@@ -164,7 +164,7 @@ impl Backend for DockerBackend {
             Err(e) => return Err(engine_error("create", &spec.image, e)),
         };
         let id = created.id;
-        let span = info_span!("sandbox", id = %short(&id));
+        let span = info_span!("sandbox", id = %short(&id), backend = "docker");
         // From here on the container exists: the guard removes it whatever happens next.
         let guard = sandbox::RemoveGuard::new(docker.clone(), id.clone(), span.clone());
         async {
