@@ -44,6 +44,10 @@ pub trait Sandbox: Send + std::fmt::Debug {
     /// The engine's id of the sandbox.
     fn id(&self) -> &str;
 
+    /// Whether the sandbox can still take its job, checked without waiting: a container that
+    /// died or whose attach stream broke is not. Used before a pooled sandbox is handed out.
+    fn is_alive(&mut self) -> bool;
+
     /// Writes `job` and collects output until kiln-init's exit frame. The sandbox is consumed:
     /// it serves exactly one run and is removed afterwards.
     async fn run(self: Box<Self>, job: Job) -> Result<RunOutcome>;

@@ -25,6 +25,10 @@ pub enum Error {
         id: String,
         detail: String,
     },
+    /// The sandbox was gone before the job could start: the job frame could not be written, or
+    /// the stream ended before any frame came back. Running the job elsewhere is safe.
+    #[error("sandbox {id} lost before the run: {detail}")]
+    Lost { id: String, detail: String },
     /// kiln-init broke the protocol, or the sandbox ended without an exit frame.
     #[error("sandbox {id}: {detail}")]
     Protocol { id: String, detail: String },

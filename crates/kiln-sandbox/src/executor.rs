@@ -10,7 +10,9 @@ use kiln_api::{
 use kiln_proto::{FileEntry, Job, Status};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::{Backend, Collected, Error, Result, RunOutcome, SandboxSpec};
+use crate::metrics::{Counter, Histogram};
+use crate::pool::PoolManager;
+use crate::{Backend, Collected, Error, Result, RunOutcome, Sandbox, SandboxSpec};
 
 /// How many runs may go at once and how many may wait for a slot.
 #[derive(Debug, Clone)]
@@ -37,10 +39,34 @@ impl Default for ExecutorConfig {
 #[derive(Debug)]
 pub struct Executor {
     backend: Arc<dyn Backend>,
+    pool: Option<Arc<PoolManager>>,
     slots: Arc<Semaphore>,
     waiting: AtomicUsize,
     config: ExecutorConfig,
+    pub metrics: ExecutorMetrics,
 }
+
+/// What the executor counts for `/metrics`.
+#[derive(Debug, Default)]
+pub struct ExecutorMetrics {
+    /// Runs that ended, by [`RunStatus`] in declaration order.
+    pub runs: [Counter; 5],
+    /// Requests that got an error instead of a result.
+    pub failed: Counter,
+    /// Runs whose warm sandbox was lost and that went again on another one.
+    pub retried: Counter,
+    /// From admission to the exit frame, by start kind.
+    pub latency_warm: Histogram,
+    pub latency_cold: Histogram,
+}
+
+pub(crate) const STATUSES: [RunStatus; 5] = [
+    RunStatus::Ok,
+    RunStatus::Timeout,
+    RunStatus::Oom,
+    RunStatus::OutputLimit,
+    RunStatus::Signal,
+];
 
 /// A run slot; the slot is free again when this is dropped.
 #[derive(Debug)]
@@ -50,17 +76,40 @@ pub struct Admission {
 }
 
 impl Executor {
-    pub fn new(backend: Arc<dyn Backend>, config: ExecutorConfig) -> Self {
+    /// An executor that takes sandboxes from `pool` when there is one, or creates each one.
+    pub fn new(
+        backend: Arc<dyn Backend>,
+        config: ExecutorConfig,
+        pool: Option<Arc<PoolManager>>,
+    ) -> Self {
         Executor {
             backend,
+            pool,
             slots: Arc::new(Semaphore::new(config.max_concurrent.max(1))),
             waiting: AtomicUsize::new(0),
             config,
+            metrics: ExecutorMetrics::default(),
         }
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
+    }
+
+    pub fn pool(&self) -> Option<&Arc<PoolManager>> {
+        self.pool.as_ref()
+    }
+
+    /// Runs waiting for a slot.
+    pub fn queued(&self) -> usize {
+        self.waiting.load(Ordering::SeqCst)
+    }
+
+    async fn sandbox(&self, spec: &SandboxSpec) -> Result<(Box<dyn Sandbox>, StartKind)> {
+        match &self.pool {
+            Some(pool) => pool.take(spec).await,
+            None => Ok((self.backend.launch(spec).await?, StartKind::Cold)),
+        }
     }
 
     /// Runs in progress.
@@ -109,20 +158,53 @@ impl Executor {
 
     /// Runs `spec` in a fresh sandbox. `received` is when the request arrived, for `duration_ms`.
     pub async fn execute(&self, spec: ExecSpec, received: Instant) -> Result<ExecuteResponse> {
+        let r = self.execute_inner(spec, received).await;
+        match &r {
+            Ok(res) => {
+                let i = STATUSES.iter().position(|s| *s == res.status).unwrap_or(0);
+                self.metrics.runs[i].inc();
+            }
+            Err(_) => self.metrics.failed.inc(),
+        }
+        r
+    }
+
+    async fn execute_inner(&self, spec: ExecSpec, received: Instant) -> Result<ExecuteResponse> {
         let admission = self.admit().await?;
+        let admitted = Instant::now();
         let sandbox_spec = SandboxSpec {
             image: spec.image.clone(),
             workdir: spec.workdir.clone(),
             limits: spec.limits,
             network: spec.network,
         };
-        let t_launch = Instant::now();
-        let sandbox = self.backend.launch(&sandbox_spec).await?;
-        let sandbox_ms = ms(t_launch.elapsed());
-        let id = sandbox.id().to_owned();
-        let outcome = sandbox.run(job(spec)).await?;
+        let (mut sandbox, mut start) = self.sandbox(&sandbox_spec).await?;
+        let job = job(spec);
+        let mut sandbox_ms = ms(admitted.elapsed());
+        let mut id = sandbox.id().to_owned();
+        // Only a warm sandbox may be retried: it was checked when handed out but may have died
+        // since; a cold one that fails says something about the image or the engine.
+        let retry_job = (start == StartKind::Warm).then(|| job.clone());
+        let outcome = match sandbox.run(job).await {
+            Err(Error::Lost { id: lost, detail }) if retry_job.is_some() => {
+                tracing::warn!(sandbox = %lost, %detail, "warm sandbox lost before the run; retrying on another");
+                self.metrics.retried.inc();
+                let t = Instant::now();
+                sandbox = self.backend.launch(&sandbox_spec).await?;
+                start = StartKind::Cold;
+                sandbox_ms += ms(t.elapsed());
+                id = sandbox.id().to_owned();
+                sandbox.run(retry_job.expect("checked")).await?
+            }
+            r => r?,
+        };
         let queue_ms = ms(admission.queued);
         drop(admission);
+        let hist = match start {
+            StartKind::Warm => &self.metrics.latency_warm,
+            StartKind::Cold => &self.metrics.latency_cold,
+        };
+        hist.observe(admitted.elapsed());
         Ok(response(
             outcome,
             Timings {
@@ -130,10 +212,7 @@ impl Executor {
                 sandbox_ms,
                 run_ms: 0.0,
             },
-            SandboxInfo {
-                id,
-                start: StartKind::Cold,
-            },
+            SandboxInfo { id, start },
             received,
         ))
     }

@@ -11,7 +11,9 @@ mod backend;
 pub mod docker;
 mod error;
 mod executor;
+pub mod metrics;
 mod output;
+pub mod pool;
 
 pub use backend::{Backend, RunOutcome, Sandbox, SandboxSpec};
 pub use error::{Error, Result};

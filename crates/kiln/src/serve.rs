@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use kiln_sandbox::docker::DockerBackend;
+use kiln_sandbox::pool::PoolManager;
 use kiln_sandbox::{Backend, Executor, ExecutorConfig};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -52,6 +53,9 @@ pub async fn start(config: Config, signals: bool) -> anyhow::Result<Running> {
         Ok(_) => {}
         Err(e) => warn!(error = %e, "cannot look for orphaned sandboxes now"),
     }
+    let pool = config
+        .pool_config()?
+        .map(|pc| PoolManager::start(backend.clone(), pc));
     let executor = Arc::new(Executor::new(
         backend.clone(),
         ExecutorConfig {
@@ -59,6 +63,7 @@ pub async fn start(config: Config, signals: bool) -> anyhow::Result<Running> {
             queue_size: config.server.queue_size,
             queue_timeout: Duration::from_millis(config.server.queue_timeout_ms),
         },
+        pool.clone(),
     ));
     let state = AppState::new(
         executor,
@@ -95,6 +100,9 @@ pub async fn start(config: Config, signals: bool) -> anyhow::Result<Running> {
                 grace_ms = grace.as_millis() as u64,
                 "runs still in flight after the grace period; stopping anyway"
             );
+        }
+        if let Some(pool) = &pool {
+            pool.shutdown();
         }
         // Give removals spawned by the last runs a moment, then sweep whatever is left.
         tokio::time::sleep(Duration::from_millis(100)).await;

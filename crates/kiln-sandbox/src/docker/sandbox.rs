@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use bollard::container::{AttachContainerResults, LogOutput};
 use bollard::query_parameters::{KillContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use bollard::Docker;
-use futures_util::{Stream, StreamExt};
+use futures_util::{FutureExt, Stream, StreamExt};
 use kiln_proto::{Event, ExitReport, FrameDecoder, Job, Status, MAX_EVENT_FRAME};
 use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tracing::{info, warn, Instrument, Span};
@@ -105,10 +105,9 @@ impl DockerSandbox {
             .write_all(&frame)
             .await
             .and(self.input.flush().await)
-            .map_err(|e| Error::Engine {
-                op: "write job",
+            .map_err(|e| Error::Lost {
                 id: id.clone(),
-                detail: e.to_string(),
+                detail: format!("cannot write the job: {e}"),
             })?;
         info!(bytes = frame.len(), "payload written");
 
@@ -117,6 +116,7 @@ impl DockerSandbox {
         let mut decoder = FrameDecoder::new(MAX_EVENT_FRAME);
         let (mut stdout, mut stderr) = (Collected::default(), Collected::default());
         let mut diagnostics = Vec::new();
+        let mut frames = 0usize;
         let protocol = |detail: String| Error::Protocol {
             id: id.clone(),
             detail,
@@ -145,12 +145,19 @@ impl DockerSandbox {
             };
             match item {
                 None => break,
+                Some(Err(e)) if frames == 0 => {
+                    return Err(Error::Lost {
+                        id: id.clone(),
+                        detail: e.to_string(),
+                    })
+                }
                 Some(Err(e)) => return Err(engine_error("read output", &id, e)),
                 Some(Ok(LogOutput::StdOut { message })) => {
                     decoder.push(&message);
                     while let Some((kind, payload)) =
                         decoder.next_frame().map_err(|e| protocol(e.to_string()))?
                     {
+                        frames += 1;
                         match Event::decode(kind, &payload).map_err(|e| protocol(e.to_string()))? {
                             Event::Stdout(b) => {
                                 stdout.push(&b, stderr.bytes.len(), job.output_bytes)
@@ -203,6 +210,12 @@ impl DockerSandbox {
             return Ok(outcome(stdout, stderr, exit, t0));
         }
         let said = String::from_utf8_lossy(&diagnostics);
+        if frames == 0 && diagnostics.is_empty() {
+            return Err(Error::Lost {
+                id: id.clone(),
+                detail: "the sandbox ended before answering".into(),
+            });
+        }
         Err(protocol(format!(
             "sandbox ended without an exit frame; kiln-init said: {:?}",
             said.trim()
@@ -223,6 +236,12 @@ fn outcome(stdout: Collected, stderr: Collected, exit: ExitReport, t0: Instant) 
 impl Sandbox for DockerSandbox {
     fn id(&self) -> &str {
         short(&self.guard.id)
+    }
+
+    fn is_alive(&mut self) -> bool {
+        // Nothing arrives on a waiting sandbox's stream: any item, or its end, means the
+        // container died or the attach broke. Polled once, never awaited.
+        self.output.next().now_or_never().is_none()
     }
 
     async fn run(self: Box<Self>, job: Job) -> Result<RunOutcome> {

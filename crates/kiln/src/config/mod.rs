@@ -6,6 +6,7 @@
 
 mod docker;
 mod limits;
+mod pool;
 mod server;
 
 use std::path::Path;
@@ -14,6 +15,7 @@ use serde::Deserialize;
 
 pub use docker::DockerSection;
 pub use limits::{LimitsSection, NetworkSection};
+pub use pool::{PoolEntry, PoolSection};
 pub use server::ServerSection;
 
 /// The whole configuration of `kiln serve`.
@@ -25,6 +27,7 @@ pub struct Config {
     pub limits: LimitsSection,
     pub network: NetworkSection,
     pub images: ImagesSection,
+    pub pool: PoolSection,
 }
 
 /// Images the gateway expects to be present; `/ready` reports each.
@@ -99,7 +102,14 @@ impl Config {
         self.server.validate()?;
         self.docker.validate()?;
         self.limits.validate()?;
+        self.pool_config()?;
         Ok(())
+    }
+
+    /// The warm pool's configuration, `None` when pooling is off.
+    pub fn pool_config(&self) -> Result<Option<kiln_sandbox::pool::PoolConfig>, ConfigError> {
+        self.pool
+            .to_pool_config(&self.limits.defaults(), &self.limits.maxima())
     }
 }
 

@@ -85,7 +85,7 @@ impl IntoResponse for ApiError {
                 ErrorBody::new("at_capacity", message),
                 Some(retry_after),
             ),
-            ApiError::Sandbox(ref e @ (S::Engine { .. } | S::Protocol { .. })) => {
+            ApiError::Sandbox(ref e @ (S::Engine { .. } | S::Protocol { .. } | S::Lost { .. })) => {
                 error!(cause = %e, "run failed");
                 internal()
             }

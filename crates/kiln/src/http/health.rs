@@ -50,6 +50,20 @@ pub(super) async fn ready(State(state): State<AppState>) -> (StatusCode, Json<Va
         };
         checks.push(("images", images));
     }
+    if let Some(pool) = state.executor().pool() {
+        let short: Vec<String> = pool
+            .status()
+            .into_iter()
+            .filter(|p| p.configured && p.ready < p.min)
+            .map(|p| format!("{} ({}/{} ready)", p.name, p.ready, p.min))
+            .collect();
+        let pools = if short.is_empty() {
+            Ok(json!({}))
+        } else {
+            Err(format!("below their minimum: {}", short.join(", ")))
+        };
+        checks.push(("pools", pools));
+    }
 
     let ok = checks.iter().all(|(_, r)| r.is_ok());
     let checks: BTreeMap<&str, Value> = checks

@@ -3,6 +3,7 @@
 mod error;
 mod execute;
 mod health;
+mod observe;
 
 pub(crate) use health::check_init;
 
@@ -65,6 +66,8 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/health", get(health::health))
         .route("/ready", get(health::ready))
+        .route("/metrics", get(observe::metrics))
+        .route("/api/v1/pools", get(observe::pools))
         .route("/api/v1/execute", post(execute::execute))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })

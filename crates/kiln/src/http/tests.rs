@@ -52,6 +52,7 @@ fn state(stub: Stub, queue_size: usize) -> AppState {
             queue_size,
             queue_timeout: Duration::from_millis(200),
         },
+        None,
     );
     AppState::new(
         Arc::new(executor),

@@ -38,6 +38,25 @@ pub fn test_config(tag: &str) -> Config {
     c.docker.init_path = Some(init_path());
     c.docker.gateway_id = unique_id(tag);
     c.images.required = vec![BUSYBOX.into(), PYTHON.into()];
+    // Every run cold unless a test asks for pools: the cold path is what these tests pin down.
+    c.pool.enabled = false;
+    c
+}
+
+/// A config with one pre-warmed pool of `min..=max` busybox sandboxes at the default limits.
+pub fn pooled_config(tag: &str, min: usize, max: usize) -> Config {
+    let mut c = test_config(tag);
+    c.pool.enabled = true;
+    c.pool.on_demand = false;
+    c.pool.pools = vec![kiln::config::PoolEntry {
+        name: Some("busybox".into()),
+        image: BUSYBOX.into(),
+        workdir: None,
+        limits: Default::default(),
+        network: false,
+        min,
+        max,
+    }];
     c
 }
 

@@ -1,0 +1,458 @@
+//! The warm pool: per pool key, sandboxes created, started and waiting in kiln-init for their
+//! job, so that a run's critical path is only writing the job and reading the answer.
+//!
+//! One code path for warm and cold. [`PoolManager::take`] hands out a ready sandbox (`warm`);
+//! when there is none it queues the request as a waiter and starts one creation for it. Every
+//! sandbox that becomes ready goes to the oldest waiter first — the one made for it or one that a
+//! refill started earlier, whichever is ready sooner — and only then into the pool (`cold`: the
+//! request waited for a creation). A used sandbox is never returned: it is dropped, which removes
+//! it.
+//!
+//! A background task refills each pool towards its target (a demand forecast times the time a
+//! refill takes, within `[min, max]`) with bounded parallelism, shrinks pools after idleness,
+//! removes sandboxes that died or grew too old, and forgets on-demand pools nobody uses.
+
+pub mod forecast;
+mod key;
+mod state;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use kiln_api::StartKind;
+use tokio::sync::{oneshot, Notify, Semaphore};
+use tracing::{debug, info, warn};
+
+pub use key::PoolKey;
+pub use state::{PoolStatus, RemovalReason};
+
+use crate::metrics::{Counter, Histogram};
+use crate::{Backend, Result, Sandbox, SandboxSpec};
+use state::{Pool, Pooled};
+
+/// A pool named in the configuration: pre-warmed at start-up and never forgotten.
+#[derive(Debug, Clone)]
+pub struct PoolDefinition {
+    pub name: String,
+    pub spec: SandboxSpec,
+    pub min: usize,
+    pub max: usize,
+}
+
+/// How pools behave.
+#[derive(Debug, Clone)]
+pub struct PoolConfig {
+    pub pools: Vec<PoolDefinition>,
+    /// Create pools for keys seen at run time, within the caps below.
+    pub on_demand: bool,
+    /// Most sandboxes an on-demand pool keeps ready.
+    pub on_demand_max: usize,
+    /// Most on-demand pools at once.
+    pub max_on_demand_pools: usize,
+    /// Ready sandboxes across all pools.
+    pub max_pooled: usize,
+    /// Sum of the memory limits of ready sandboxes across all pools, in MiB.
+    pub max_pooled_memory_mb: u64,
+    /// Creations by refills at once (runs' own creations are bounded by admission instead).
+    pub refill_parallelism: usize,
+    /// A ready sandbox older than this is replaced.
+    pub max_age: Duration,
+    /// How long a pool stays above its target before it shrinks.
+    pub shrink_after: Duration,
+    /// How long an on-demand pool is kept with no use.
+    pub forget_after: Duration,
+    /// How often the background task looks at every pool.
+    pub tick: Duration,
+}
+
+impl Default for PoolConfig {
+    fn default() -> Self {
+        PoolConfig {
+            pools: Vec::new(),
+            on_demand: true,
+            on_demand_max: 4,
+            max_on_demand_pools: 8,
+            max_pooled: 32,
+            max_pooled_memory_mb: 8192,
+            refill_parallelism: 2,
+            max_age: Duration::from_secs(600),
+            shrink_after: Duration::from_secs(30),
+            forget_after: Duration::from_secs(300),
+            tick: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Counters shared by every pool.
+#[derive(Debug, Default)]
+pub struct PoolMetrics {
+    pub create_latency: Histogram,
+    pub create_failures: Counter,
+}
+
+/// The pools of one gateway.
+#[derive(Debug)]
+pub struct PoolManager {
+    backend: Arc<dyn Backend>,
+    config: PoolConfig,
+    pools: RwLock<HashMap<PoolKey, Arc<Pool>>>,
+    /// Ready sandboxes and refills in flight, across pools, against `max_pooled`.
+    pooled: AtomicUsize,
+    pooled_memory_mb: AtomicU64,
+    refills: Arc<Semaphore>,
+    wake: Notify,
+    closed: AtomicBool,
+    started: Instant,
+    /// Seconds a creation takes, smoothed; the forecast's refill time.
+    refill_secs: Mutex<f64>,
+    pub metrics: PoolMetrics,
+}
+
+impl PoolManager {
+    /// Creates the configured pools and starts the background task that fills them.
+    pub fn start(backend: Arc<dyn Backend>, config: PoolConfig) -> Arc<Self> {
+        let manager = Arc::new(PoolManager {
+            backend,
+            refills: Arc::new(Semaphore::new(config.refill_parallelism.max(1))),
+            config,
+            pools: RwLock::new(HashMap::new()),
+            pooled: AtomicUsize::new(0),
+            pooled_memory_mb: AtomicU64::new(0),
+            wake: Notify::new(),
+            closed: AtomicBool::new(false),
+            started: Instant::now(),
+            refill_secs: Mutex::new(0.3),
+            metrics: PoolMetrics::default(),
+        });
+        for def in &manager.config.pools {
+            let pool = Pool::new(def.name.clone(), def.spec.clone(), def.min, def.max, true);
+            manager
+                .pools
+                .write()
+                .expect("pools lock")
+                .insert(pool.key.clone(), Arc::new(pool));
+        }
+        let m = manager.clone();
+        tokio::spawn(async move {
+            // Runs until shutdown; a take() wakes it early so that refills start at once.
+            while !m.closed.load(Ordering::SeqCst) {
+                m.tick();
+                tokio::select! {
+                    _ = tokio::time::sleep(m.config.tick) => {}
+                    _ = m.wake.notified() => {}
+                }
+            }
+        });
+        manager
+    }
+
+    fn now_s(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
+    /// The pool for `spec`'s key, made on demand if allowed.
+    fn pool_for(&self, spec: &SandboxSpec) -> Option<Arc<Pool>> {
+        let key = PoolKey::of(spec);
+        if let Some(p) = self.pools.read().expect("pools lock").get(&key) {
+            return Some(p.clone());
+        }
+        if !self.config.on_demand {
+            return None;
+        }
+        let mut pools = self.pools.write().expect("pools lock");
+        let on_demand = pools.values().filter(|p| !p.configured).count();
+        if let Some(p) = pools.get(&key) {
+            return Some(p.clone());
+        }
+        if on_demand >= self.config.max_on_demand_pools {
+            return None;
+        }
+        let pool = Arc::new(Pool::new(
+            key.name(),
+            spec.clone(),
+            0,
+            self.config.on_demand_max,
+            false,
+        ));
+        info!(pool = %pool.name, "on-demand pool created");
+        pools.insert(key, pool.clone());
+        Some(pool)
+    }
+
+    /// A sandbox for `spec`: a ready one from the pool (`Warm`), or the first to become ready
+    /// after this call (`Cold`). Never a sandbox that served another run.
+    pub async fn take(
+        self: &Arc<Self>,
+        spec: &SandboxSpec,
+    ) -> Result<(Box<dyn Sandbox>, StartKind)> {
+        if self.closed.load(Ordering::SeqCst) {
+            return Err(crate::Error::AtCapacity {
+                reason: "shutting down",
+                retry_after: Duration::from_secs(1),
+            });
+        }
+        let Some(pool) = self.pool_for(spec) else {
+            // No pool may be made for this key: a plain cold start.
+            return Ok((self.launch(spec).await?, StartKind::Cold));
+        };
+        let rx = {
+            let mut st = pool.state.lock().expect("pool lock");
+            st.forecast.observe(self.now_s());
+            st.last_used = Instant::now();
+            while let Some(mut p) = st.ready.pop_front() {
+                self.release_slot(&pool);
+                let reason = if p.born.elapsed() > self.config.max_age {
+                    Some(RemovalReason::MaxAge)
+                } else if !p.sandbox.is_alive() {
+                    Some(RemovalReason::Dead)
+                } else {
+                    None
+                };
+                match reason {
+                    None => {
+                        pool.hits.inc();
+                        self.wake.notify_one();
+                        return Ok((p.sandbox, StartKind::Warm));
+                    }
+                    Some(r) => {
+                        warn!(pool = %pool.name, id = p.sandbox.id(), reason = r.as_str(), "pooled sandbox removed");
+                        pool.removed(r);
+                    }
+                }
+            }
+            pool.misses.inc();
+            let (tx, rx) = oneshot::channel();
+            st.waiters.push_back(tx);
+            st.creating += 1;
+            rx
+        };
+        self.spawn_create(pool, false);
+        self.wake.notify_one();
+        match rx.await {
+            Ok(Ok(p)) => Ok((p.sandbox, StartKind::Cold)),
+            Ok(Err(e)) => Err(e),
+            Err(_) => Err(crate::Error::AtCapacity {
+                reason: "shutting down",
+                retry_after: Duration::from_secs(1),
+            }),
+        }
+    }
+
+    async fn launch(&self, spec: &SandboxSpec) -> Result<Box<dyn Sandbox>> {
+        let t0 = Instant::now();
+        let r = self.backend.launch(spec).await;
+        match &r {
+            Ok(_) => {
+                let took = t0.elapsed();
+                self.metrics.create_latency.observe(took);
+                let mut s = self.refill_secs.lock().expect("refill lock");
+                *s = 0.8 * *s + 0.2 * took.as_secs_f64();
+            }
+            Err(_) => self.metrics.create_failures.inc(),
+        }
+        r
+    }
+
+    /// Starts one creation for `pool`; `refill` ones wait for a refill slot. `creating` has
+    /// already been counted by the caller.
+    fn spawn_create(self: &Arc<Self>, pool: Arc<Pool>, refill: bool) {
+        let manager = self.clone();
+        tokio::spawn(async move {
+            let _permit = if refill {
+                manager.refills.clone().acquire_owned().await.ok()
+            } else {
+                None
+            };
+            let result = if manager.closed.load(Ordering::SeqCst) {
+                Err(crate::Error::AtCapacity {
+                    reason: "shutting down",
+                    retry_after: Duration::from_secs(1),
+                })
+            } else {
+                manager.launch(&pool.spec).await
+            };
+            if refill {
+                // The refill's reservation of a pooled slot ends here; `deliver` takes a new
+                // one if the sandbox goes into the pool.
+                manager.pooled.fetch_sub(1, Ordering::SeqCst);
+                manager
+                    .pooled_memory_mb
+                    .fetch_sub(pool.spec.limits.memory_mb, Ordering::SeqCst);
+            }
+            manager.deliver(
+                &pool,
+                result.map(|sandbox| Pooled {
+                    sandbox,
+                    born: Instant::now(),
+                }),
+            );
+        });
+    }
+
+    /// Hands a finished creation to the oldest waiter, or keeps it ready, or drops it.
+    fn deliver(&self, pool: &Pool, mut item: Result<Pooled>) {
+        let mut st = pool.state.lock().expect("pool lock");
+        st.creating = st.creating.saturating_sub(1);
+        while let Some(tx) = st.waiters.pop_front() {
+            match tx.send(item) {
+                Ok(()) => return,
+                // That request went away: offer it to the next one.
+                Err(back) => item = back,
+            }
+        }
+        match item {
+            Ok(p)
+                if !self.closed.load(Ordering::SeqCst)
+                    && st.ready.len() < pool.max
+                    && self.reserve_slot(pool) =>
+            {
+                debug!(pool = %pool.name, id = p.sandbox.id(), "sandbox ready in pool");
+                st.ready.push_back(p);
+            }
+            Ok(_) => pool.removed(RemovalReason::Surplus),
+            Err(e) => warn!(pool = %pool.name, error = %e, "pool refill failed"),
+        }
+    }
+
+    /// Takes one pooled slot within the global caps.
+    fn reserve_slot(&self, pool: &Pool) -> bool {
+        let mem = pool.spec.limits.memory_mb;
+        if self.pooled.fetch_add(1, Ordering::SeqCst) >= self.config.max_pooled {
+            self.pooled.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        if self.pooled_memory_mb.fetch_add(mem, Ordering::SeqCst) + mem
+            > self.config.max_pooled_memory_mb
+        {
+            self.pooled.fetch_sub(1, Ordering::SeqCst);
+            self.pooled_memory_mb.fetch_sub(mem, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    fn release_slot(&self, pool: &Pool) {
+        self.pooled.fetch_sub(1, Ordering::SeqCst);
+        self.pooled_memory_mb
+            .fetch_sub(pool.spec.limits.memory_mb, Ordering::SeqCst);
+    }
+
+    /// One pass over every pool: health, targets, refills, shrinking, forgetting.
+    fn tick(self: &Arc<Self>) {
+        let now_s = self.now_s();
+        let refill_s = *self.refill_secs.lock().expect("refill lock");
+        let pools: Vec<Arc<Pool>> = self
+            .pools
+            .read()
+            .expect("pools lock")
+            .values()
+            .cloned()
+            .collect();
+        let mut forget = Vec::new();
+        for pool in pools {
+            let mut st = pool.state.lock().expect("pool lock");
+            // Health: age and liveness of every ready sandbox.
+            let mut kept = std::collections::VecDeque::with_capacity(st.ready.len());
+            while let Some(mut p) = st.ready.pop_front() {
+                let reason = if p.born.elapsed() > self.config.max_age {
+                    Some(RemovalReason::MaxAge)
+                } else if !p.sandbox.is_alive() {
+                    Some(RemovalReason::Dead)
+                } else {
+                    None
+                };
+                match reason {
+                    None => kept.push_back(p),
+                    Some(r) => {
+                        info!(pool = %pool.name, id = p.sandbox.id(), reason = r.as_str(), "pooled sandbox replaced");
+                        self.release_slot(&pool);
+                        pool.removed(r);
+                    }
+                }
+            }
+            st.ready = kept;
+
+            let target = st.forecast.target(now_s, refill_s, pool.min, pool.max);
+            st.target = target;
+            // Creations already promised to waiters do not fill the pool.
+            let coming = st.creating.saturating_sub(st.waiters.len());
+            let have = st.ready.len() + coming;
+            if have < target {
+                for _ in have..target {
+                    if !self.reserve_slot(&pool) {
+                        break;
+                    }
+                    st.creating += 1;
+                    self.spawn_create(pool.clone(), true);
+                }
+            }
+            // Shrink: above target for a while → one sandbox less per tick, the oldest first.
+            if st.ready.len() > target {
+                let since = *st.surplus_since.get_or_insert_with(Instant::now);
+                if since.elapsed() >= self.config.shrink_after {
+                    if let Some(p) = st.ready.pop_front() {
+                        debug!(pool = %pool.name, id = p.sandbox.id(), "pool shrinks");
+                        self.release_slot(&pool);
+                        pool.removed(RemovalReason::ScaleDown);
+                    }
+                }
+            } else {
+                st.surplus_since = None;
+            }
+            if !pool.configured
+                && st.ready.is_empty()
+                && st.creating == 0
+                && st.waiters.is_empty()
+                && st.last_used.elapsed() > self.config.forget_after
+            {
+                forget.push(pool.key.clone());
+            }
+        }
+        if !forget.is_empty() {
+            let mut pools = self.pools.write().expect("pools lock");
+            for k in forget {
+                info!(pool = %k.name(), "idle on-demand pool forgotten");
+                pools.remove(&k);
+            }
+        }
+    }
+
+    /// Every pool's state, sorted by name.
+    pub fn status(&self) -> Vec<PoolStatus> {
+        let mut out: Vec<PoolStatus> = self
+            .pools
+            .read()
+            .expect("pools lock")
+            .values()
+            .map(|p| p.status())
+            .collect();
+        out.sort_by(|a, b| a.name.cmp(&b.name));
+        out
+    }
+
+    /// Whether every configured pool holds at least its minimum.
+    pub fn reached_minimum(&self) -> bool {
+        self.status()
+            .iter()
+            .filter(|s| s.configured)
+            .all(|s| s.ready >= s.min)
+    }
+
+    /// Stops refilling and removes every ready sandbox. Waiting requests get an error.
+    pub fn shutdown(&self) {
+        self.closed.store(true, Ordering::SeqCst);
+        self.wake.notify_one();
+        for pool in self.pools.read().expect("pools lock").values() {
+            let mut st = pool.state.lock().expect("pool lock");
+            let n = st.ready.len();
+            st.ready.clear();
+            st.waiters.clear();
+            for _ in 0..n {
+                self.release_slot(pool);
+                pool.removed(RemovalReason::Shutdown);
+            }
+        }
+    }
+}
