@@ -12,7 +12,7 @@ mod supervise;
 mod sys;
 
 use std::io::{self, Write};
-use std::os::fd::RawFd;
+use std::os::fd::{IntoRawFd, RawFd};
 use std::process::exit;
 
 use kiln_proto::{read_frame, Event, FrameKind, Job, MAX_JOB_FRAME};
@@ -29,10 +29,10 @@ impl Output {
     }
 }
 
-fn read_job() -> Result<Job, String> {
-    // Unbuffered: stdin stays open after the frame and nothing past it may be consumed.
-    let mut stdin = sys::FdReader(0);
-    match read_frame(&mut stdin, MAX_JOB_FRAME) {
+fn read_job(fd: RawFd) -> Result<Job, String> {
+    // Unbuffered: the channel stays open after the frame and nothing past it may be consumed.
+    let mut input = sys::FdReader(fd);
+    match read_frame(&mut input, MAX_JOB_FRAME) {
         Ok(Some((FrameKind::Job, payload))) => {
             Job::decode(&payload).map_err(|e| format!("bad job frame: {e}"))
         }
@@ -47,16 +47,53 @@ fn complain(msg: &str) {
     let _ = writeln!(io::stderr(), "kiln-init: {msg}");
 }
 
+/// The host's channel: with `--channel PATH`, a unix socket the host listens on (bind-mounted
+/// into the sandbox), used both ways; otherwise stdin for the job and stdout for the frames.
+fn channel() -> Result<(RawFd, RawFd), String> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.as_slice() {
+        [] => Ok((0, 1)),
+        [flag, path] if flag == "--channel" => {
+            // The host listens before the sandbox starts; a few retries cover a slow bind only.
+            let mut last = None;
+            for _ in 0..50 {
+                match std::os::unix::net::UnixStream::connect(path) {
+                    Ok(stream) => {
+                        let fd = stream.into_raw_fd();
+                        return Ok((fd, fd));
+                    }
+                    Err(e) => last = Some(e),
+                }
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            Err(format!(
+                "cannot connect to the host at {path}: {}",
+                last.expect("tried")
+            ))
+        }
+        other => Err(format!(
+            "unexpected arguments {other:?}; usage: kiln-init [--channel PATH]"
+        )),
+    }
+}
+
 fn main() {
     sys::harden();
-    let job = match read_job() {
+    let (input, output) = match channel() {
+        Ok(fds) => fds,
+        Err(msg) => {
+            complain(&msg);
+            exit(2);
+        }
+    };
+    let job = match read_job(input) {
         Ok(job) => job,
         Err(msg) => {
             complain(&msg);
             exit(2);
         }
     };
-    let mut out = Output { fd: 1 };
+    let mut out = Output { fd: output };
     if let Err(e) = run::run(&job, &mut out) {
         complain(&format!("cannot report the run: {e}"));
         exit(1);

@@ -34,6 +34,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// for its job frame. A missing image is pulled first, within a bounded time.
     async fn launch(&self, spec: &SandboxSpec) -> Result<Box<dyn Sandbox>>;
 
+    /// Removals started in the background and not yet finished.
+    fn pending_removals(&self) -> usize {
+        0
+    }
+
     /// Removes every sandbox that this gateway's previous incarnations left behind.
     async fn remove_orphans(&self) -> Result<usize>;
 }

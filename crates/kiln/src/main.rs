@@ -32,7 +32,8 @@ Sections and keys (defaults in brackets):\n\
   [server]  listen [\"0.0.0.0:8080\"], max_body_bytes [16777216], max_concurrent [8],\n\
             queue_size [64], queue_timeout_ms [30000], shutdown_grace_ms [30000]\n\
   [docker]  host [\"unix:///var/run/docker.sock\"], init_path [kiln-init beside this binary],\n\
-            user [\"65534:65534\"], gateway_id [\"kiln\"], pull_timeout_ms [60000], kill_grace_ms [2000]\n\
+            user [\"65534:65534\"], gateway_id [\"kiln\"], pull_timeout_ms [60000], kill_grace_ms [2000],\n\
+            channel [\"socket\" or \"attach\"], channel_dir [\"/run/kiln\"]\n\
   [limits.default] and [limits.max]: timeout_ms [10000 / 300000], memory_mb [256 / 4096],\n\
             cpus [1.0 / 2.0], pids [64 / 1024], output_bytes [1048576 / 67108864], tmp_mb [64 / 1024]\n\
   [limits]  max_files [1000]\n\

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use axum::serve::ListenerExt as _;
 use kiln_sandbox::docker::DockerBackend;
 use kiln_sandbox::pool::PoolManager;
 use kiln_sandbox::{Backend, Executor, ExecutorConfig};
@@ -91,6 +92,10 @@ pub async fn start(config: Config, signals: bool) -> anyhow::Result<Running> {
             info!("shutting down: no new runs; waiting for runs in flight");
             let _ = begin_tx.send(());
         };
+        // Small answers go out at once rather than waiting on Nagle's algorithm.
+        let listener = listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
         let server = axum::serve(listener, router).with_graceful_shutdown(shutdown);
         let server = tokio::spawn(async move { server.await });
         // The grace period starts with the shutdown, not before.

@@ -244,3 +244,27 @@ async fn network_only_where_the_server_allows_it() {
     assert_eq!(v["stdout"], "lo\n", "no network unless asked for");
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn attach_channel_works_like_the_socket() {
+    let mut config = common::test_config("attach");
+    config.docker.channel = kiln::config::ChannelKind::Attach;
+    let gw = Gateway::start_with(config).await;
+    let v = gw
+        .run(json!({"image": BUSYBOX, "command": "cat; echo err >&2; exit 3", "stdin": "in\n"}))
+        .await;
+    assert_eq!(
+        (
+            v["stdout"].as_str(),
+            v["stderr"].as_str(),
+            v["exit_code"].as_i64()
+        ),
+        (Some("in\n"), Some("err\n"), Some(3)),
+        "{v}"
+    );
+    let v = gw
+        .run(json!({"image": BUSYBOX, "command": "sleep 30", "limits": {"timeout_ms": 300}}))
+        .await;
+    assert_eq!(v["status"], "timeout");
+    gw.stop().await;
+}

@@ -63,3 +63,84 @@ pub async fn create_start_wait_remove(
         .map_err(|e| engine_error("remove", &id, e))?;
     run
 }
+
+/// A long-running container for the `docker exec` baseline: the usual "warm" approach of
+/// running each command in one container that stays up.
+pub async fn start_exec_target(backend: &DockerBackend, image: &str) -> Result<String> {
+    let docker = backend.client().await?;
+    let body = ContainerCreateBody {
+        image: Some(image.to_owned()),
+        cmd: Some(vec!["sleep".into(), "3600".into()]),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".to_owned()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let id = docker
+        .create_container(Some(CreateContainerOptionsBuilder::default().build()), body)
+        .await
+        .map_err(|e| engine_error("create", image, e))?
+        .id;
+    docker
+        .start_container(
+            &id,
+            None::<bollard::query_parameters::StartContainerOptions>,
+        )
+        .await
+        .map_err(|e| engine_error("start", &id, e))?;
+    Ok(id)
+}
+
+/// `docker exec` through the API: create the exec, start it attached, read its output, and ask
+/// for its exit code. Returns the exit code and stdout.
+pub async fn exec(backend: &DockerBackend, id: &str, argv: &[&str]) -> Result<(i64, Vec<u8>)> {
+    use bollard::exec::StartExecResults;
+    use bollard::models::ExecConfig;
+    let docker = backend.client().await?;
+    let exec = docker
+        .create_exec(
+            id,
+            ExecConfig {
+                attach_stdout: Some(true),
+                attach_stderr: Some(true),
+                cmd: Some(argv.iter().map(|s| s.to_string()).collect()),
+                ..Default::default()
+            },
+        )
+        .await
+        .map_err(|e| engine_error("create exec", id, e))?;
+    let mut stdout = Vec::new();
+    if let StartExecResults::Attached { mut output, .. } =
+        docker
+            .start_exec(&exec.id, None)
+            .await
+            .map_err(|e| engine_error("start exec", id, e))?
+    {
+        while let Some(item) = output.next().await {
+            if let bollard::container::LogOutput::StdOut { message } =
+                item.map_err(|e| engine_error("exec output", id, e))?
+            {
+                stdout.extend_from_slice(&message);
+            }
+        }
+    }
+    let code = docker
+        .inspect_exec(&exec.id)
+        .await
+        .map_err(|e| engine_error("inspect exec", id, e))?
+        .exit_code
+        .unwrap_or(-1);
+    Ok((code, stdout))
+}
+
+/// Removes a container made by [`start_exec_target`].
+pub async fn remove(backend: &DockerBackend, id: &str) -> Result<()> {
+    let opts = RemoveContainerOptionsBuilder::default().force(true).build();
+    backend
+        .client()
+        .await?
+        .remove_container(id, Some(opts))
+        .await
+        .map_err(|e| engine_error("remove", id, e))
+}

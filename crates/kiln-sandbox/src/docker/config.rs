@@ -8,6 +8,8 @@ use crate::SandboxSpec;
 
 /// Where kiln-init appears inside every sandbox.
 pub const INIT_MOUNT: &str = "/.kiln/init";
+/// Where the host's channel socket appears inside a sandbox, when the socket channel is used.
+pub const CHANNEL_MOUNT: &str = "/.kiln/channel";
 /// Marks a container as Kiln's.
 pub const LABEL_MANAGED: &str = "dev.kiln.managed";
 /// Names the gateway that made a container, so that its next start removes what it left behind.
@@ -33,6 +35,10 @@ pub struct DockerConfig {
     /// How long past a job's own timeout the host waits for the exit frame before it kills the
     /// container itself.
     pub kill_grace: Duration,
+    /// With a directory, the job travels over a unix socket made there and bind-mounted into
+    /// the sandbox, straight between the gateway and kiln-init; without, over the container's
+    /// attached stdin and stdout, through the engine. The socket needs the engine on this host.
+    pub channel_dir: Option<PathBuf>,
 }
 
 impl Default for DockerConfig {
@@ -45,6 +51,7 @@ impl Default for DockerConfig {
             pull_timeout: Duration::from_secs(60),
             api_timeout: Duration::from_secs(30),
             kill_grace: Duration::from_secs(2),
+            channel_dir: None,
         }
     }
 }
@@ -53,7 +60,14 @@ impl Default for DockerConfig {
 /// no network unless asked for, read-only root with size-limited tmpfs for `/tmp` and the working
 /// directory, every capability dropped, `no-new-privileges`, a non-root user, pids, memory (no
 /// swap) and CPU limits. Docker's default seccomp profile stays in force: nothing here relaxes it.
-pub fn container_body(config: &DockerConfig, spec: &SandboxSpec) -> ContainerCreateBody {
+///
+/// `channel` is the host path of the sandbox's channel socket, or `None` to talk over the
+/// attached stdin and stdout.
+pub fn container_body(
+    config: &DockerConfig,
+    spec: &SandboxSpec,
+    channel: Option<&std::path::Path>,
+) -> ContainerCreateBody {
     let limits = &spec.limits;
     // The tmpfs roots belong to the sandbox's user: Docker copies an image's directory (and
     // the one it makes for WorkingDir) onto the tmpfs with its mode, so `mode=` alone would
@@ -74,26 +88,33 @@ pub fn container_body(config: &DockerConfig, spec: &SandboxSpec) -> ContainerCre
     let mut labels = HashMap::new();
     labels.insert(LABEL_MANAGED.to_owned(), "true".to_owned());
     labels.insert(LABEL_GATEWAY.to_owned(), config.gateway_id.clone());
+    let mut binds = vec![format!("{}:{INIT_MOUNT}:ro", config.init_path.display())];
+    // Read-only is no obstacle to connecting: the kernel checks it for files, not sockets.
+    let attach = channel.is_none();
+    let cmd = match channel {
+        Some(path) => {
+            binds.push(format!("{}:{CHANNEL_MOUNT}:ro", path.display()));
+            vec!["--channel".to_owned(), CHANNEL_MOUNT.to_owned()]
+        }
+        None => Vec::new(),
+    };
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         entrypoint: Some(vec![INIT_MOUNT.to_owned()]),
-        cmd: Some(Vec::new()),
+        cmd: Some(cmd),
         env: Some(vec![format!("HOME={}", spec.workdir)]),
         working_dir: Some(spec.workdir.clone()),
         user: Some(config.user.clone()),
         labels: Some(labels),
-        attach_stdin: Some(true),
-        attach_stdout: Some(true),
-        attach_stderr: Some(true),
-        open_stdin: Some(true),
-        stdin_once: Some(true),
+        attach_stdin: Some(attach),
+        attach_stdout: Some(attach),
+        attach_stderr: Some(attach),
+        open_stdin: Some(attach),
+        stdin_once: Some(attach),
         tty: Some(false),
         network_disabled: Some(!spec.network),
         host_config: Some(HostConfig {
-            binds: Some(vec![format!(
-                "{}:{INIT_MOUNT}:ro",
-                config.init_path.display()
-            )]),
+            binds: Some(binds),
             network_mode: Some(if spec.network { "bridge" } else { "none" }.to_owned()),
             readonly_rootfs: Some(true),
             tmpfs: Some(tmpfs),
@@ -122,7 +143,7 @@ mod tests {
             limits: Limits::DEFAULT,
             network: false,
         };
-        let body = container_body(&DockerConfig::default(), &spec);
+        let body = container_body(&DockerConfig::default(), &spec, None);
         let hc = body.host_config.unwrap();
         assert_eq!(hc.network_mode.as_deref(), Some("none"));
         assert_eq!(hc.readonly_rootfs, Some(true));
@@ -148,5 +169,20 @@ mod tests {
         assert_eq!(body.entrypoint, Some(vec![INIT_MOUNT.to_owned()]));
         assert!(hc.binds.unwrap()[0].ends_with(":/.kiln/init:ro"));
         assert_eq!(body.labels.unwrap()[LABEL_MANAGED], "true");
+        assert_eq!(body.open_stdin, Some(true));
+
+        let sock = std::path::Path::new("/run/kiln/x.sock");
+        let body = container_body(&DockerConfig::default(), &spec, Some(sock));
+        assert_eq!(
+            body.cmd,
+            Some(vec!["--channel".to_owned(), CHANNEL_MOUNT.to_owned()])
+        );
+        assert!(body
+            .host_config
+            .unwrap()
+            .binds
+            .unwrap()
+            .contains(&"/run/kiln/x.sock:/.kiln/channel:ro".to_owned()));
+        assert_eq!(body.open_stdin, Some(false));
     }
 }

@@ -21,7 +21,9 @@ use bollard::query_parameters::{
 use bollard::{ClientVersion, Docker};
 use tracing::{info, info_span, warn, Instrument};
 
-pub use config::{container_body, DockerConfig, INIT_MOUNT, LABEL_GATEWAY, LABEL_MANAGED};
+pub use config::{
+    container_body, DockerConfig, CHANNEL_MOUNT, INIT_MOUNT, LABEL_GATEWAY, LABEL_MANAGED,
+};
 pub use sandbox::DockerSandbox;
 
 use crate::{Backend, Error, Result, Sandbox, SandboxSpec};
@@ -39,15 +41,21 @@ pub struct DockerBackend {
     /// there yet and answers [`Error::Unavailable`] until it is.
     docker: Arc<tokio::sync::OnceCell<Docker>>,
     config: Arc<DockerConfig>,
+    /// Background removals in flight, shared with every sandbox's guard.
+    removals: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl DockerBackend {
     /// A backend for the engine at `config.host` (`unix://…` or `tcp://…`). Tries to connect
     /// at once; an engine that is down is not an error here.
     pub async fn connect(config: DockerConfig) -> Result<Self> {
+        if let Some(dir) = &config.channel_dir {
+            prepare_channel_dir(dir)?;
+        }
         let backend = DockerBackend {
             docker: Arc::new(tokio::sync::OnceCell::new()),
             config: Arc::new(config),
+            removals: Arc::default(),
         };
         if let Err(e) = backend.client().await {
             warn!(error = %e, "Docker engine not reachable yet");
@@ -63,6 +71,22 @@ impl DockerBackend {
     pub fn config(&self) -> &DockerConfig {
         &self.config
     }
+}
+
+/// Makes the directory for channel sockets and clears sockets a previous gateway left there.
+fn prepare_channel_dir(dir: &std::path::Path) -> Result<()> {
+    let err = |e: std::io::Error| Error::Engine {
+        op: "prepare channel directory",
+        id: dir.display().to_string(),
+        detail: e.to_string(),
+    };
+    std::fs::create_dir_all(dir).map_err(err)?;
+    for entry in std::fs::read_dir(dir).map_err(err)?.flatten() {
+        if entry.path().extension().is_some_and(|e| e == "sock") {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+    Ok(())
 }
 
 async fn connect(config: &DockerConfig) -> Result<Docker> {
@@ -137,7 +161,16 @@ impl Backend for DockerBackend {
     async fn launch(&self, spec: &SandboxSpec) -> Result<Box<dyn Sandbox>> {
         let t0 = Instant::now();
         let docker = self.client().await?;
-        let body = container_body(&self.config, spec);
+        // The socket exists before the container does: kiln-init connects as it starts.
+        let socket = match &self.config.channel_dir {
+            Some(dir) => Some(ChannelSocket::bind(dir, &self.config.user)?),
+            None => None,
+        };
+        let body = container_body(
+            &self.config,
+            spec,
+            socket.as_ref().map(|s| s.path.as_path()),
+        );
         let create = |body| {
             let opts = CreateContainerOptionsBuilder::default().build();
             docker.create_container(Some(opts), body)
@@ -166,19 +199,31 @@ impl Backend for DockerBackend {
         let id = created.id;
         let span = info_span!("sandbox", id = %short(&id), backend = "docker");
         // From here on the container exists: the guard removes it whatever happens next.
-        let guard = sandbox::RemoveGuard::new(docker.clone(), id.clone(), span.clone());
+        let guard = sandbox::RemoveGuard::new(
+            docker.clone(),
+            id.clone(),
+            span.clone(),
+            self.removals.clone(),
+        );
         async {
             info!(image = %spec.image, create_ms = ms(t0), "created");
-            let opts = AttachContainerOptionsBuilder::default()
-                .stdin(true)
-                .stdout(true)
-                .stderr(true)
-                .stream(true)
-                .build();
-            let attached = docker
-                .attach_container(&id, Some(opts))
-                .await
-                .map_err(|e| engine_error("attach", &id, e))?;
+            let attached = match socket {
+                Some(_) => None,
+                None => {
+                    let opts = AttachContainerOptionsBuilder::default()
+                        .stdin(true)
+                        .stdout(true)
+                        .stderr(true)
+                        .stream(true)
+                        .build();
+                    Some(
+                        docker
+                            .attach_container(&id, Some(opts))
+                            .await
+                            .map_err(|e| engine_error("attach", &id, e))?,
+                    )
+                }
+            };
             info!("starting");
             docker
                 .start_container(
@@ -187,14 +232,28 @@ impl Backend for DockerBackend {
                 )
                 .await
                 .map_err(|e| engine_error("start", &id, e))?;
+            let channel = match (socket, attached) {
+                (Some(socket), _) => {
+                    sandbox::Channel::Socket(socket.accept(docker, &id, CONNECT_TIMEOUT).await?)
+                }
+                (None, Some(a)) => sandbox::Channel::Attach {
+                    output: a.output,
+                    input: a.input,
+                },
+                (None, None) => unreachable!("attached when there is no socket"),
+            };
             info!(launch_ms = ms(t0), "started");
             Ok(
-                Box::new(DockerSandbox::new(guard, attached, self.config.clone()))
+                Box::new(DockerSandbox::new(guard, channel, self.config.clone()))
                     as Box<dyn Sandbox>,
             )
         }
         .instrument(span)
         .await
+    }
+
+    fn pending_removals(&self) -> usize {
+        self.removals.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     async fn remove_orphans(&self) -> Result<usize> {
@@ -231,6 +290,82 @@ impl Backend for DockerBackend {
             );
         }
         Ok(removed)
+    }
+}
+
+/// How long a started sandbox's kiln-init may take to connect to its channel.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A sandbox's channel socket on the host, listening until kiln-init connects; the file is
+/// removed when this is dropped, so that nothing else can connect later.
+struct ChannelSocket {
+    path: std::path::PathBuf,
+    listener: tokio::net::UnixListener,
+}
+
+impl ChannelSocket {
+    fn bind(dir: &std::path::Path, user: &str) -> Result<Self> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static NEXT: AtomicU64 = AtomicU64::new(0);
+        let io = |op: &'static str, e: std::io::Error| Error::Engine {
+            op,
+            id: dir.display().to_string(),
+            detail: e.to_string(),
+        };
+        let path = dir.join(format!(
+            "{}-{}.sock",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_file(&path);
+        let listener = tokio::net::UnixListener::bind(&path).map_err(|e| io("bind channel", e))?;
+        let socket = ChannelSocket { path, listener };
+        // Only the sandbox's user may connect (connecting needs write permission).
+        let (uid, gid) = user.split_once(':').unwrap_or((user, user));
+        std::os::unix::fs::chown(&socket.path, uid.parse().ok(), gid.parse().ok())
+            .map_err(|e| io("chown channel", e))?;
+        Ok(socket)
+    }
+
+    /// Waits for kiln-init to connect; a container that exits first (kiln-init could not
+    /// start, say) ends the wait at once.
+    async fn accept(
+        self,
+        docker: &Docker,
+        id: &str,
+        timeout: Duration,
+    ) -> Result<tokio::net::UnixStream> {
+        use bollard::query_parameters::WaitContainerOptionsBuilder;
+        use futures_util::StreamExt;
+        let exited = async {
+            let opts = WaitContainerOptionsBuilder::default().build();
+            let mut wait = docker.wait_container(id, Some(opts));
+            let _ = wait.next().await;
+        };
+        tokio::select! {
+            accepted = tokio::time::timeout(timeout, self.listener.accept()) => match accepted {
+                Ok(Ok((stream, _))) => Ok(stream),
+                Ok(Err(e)) => Err(Error::Engine {
+                    op: "accept channel",
+                    id: id.to_owned(),
+                    detail: e.to_string(),
+                }),
+                Err(_) => Err(Error::Lost {
+                    id: id.to_owned(),
+                    detail: format!("kiln-init did not connect within {} s", timeout.as_secs()),
+                }),
+            },
+            () = exited => Err(Error::Protocol {
+                id: id.to_owned(),
+                detail: "the sandbox exited before kiln-init connected; see `docker logs`".into(),
+            }),
+        }
+    }
+}
+
+impl Drop for ChannelSocket {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
     }
 }
 

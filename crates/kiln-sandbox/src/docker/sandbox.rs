@@ -1,17 +1,19 @@
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bollard::container::{AttachContainerResults, LogOutput};
+use bollard::container::LogOutput;
 use bollard::query_parameters::{KillContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use bollard::Docker;
 use futures_util::{FutureExt, Stream, StreamExt};
 use kiln_proto::{Event, ExitReport, FrameDecoder, Job, Status, MAX_EVENT_FRAME};
-use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::UnixStream;
 use tracing::{info, warn, Instrument, Span};
 
-use super::{engine_error, short, DockerConfig};
+use super::{short, DockerConfig};
 use crate::{Collected, Error, Result, RunOutcome, Sandbox};
 
 /// kiln-init's own diagnostics (its stderr) kept for the error message of a failed run.
@@ -26,15 +28,17 @@ pub(crate) struct RemoveGuard {
     id: String,
     span: Span,
     runtime: tokio::runtime::Handle,
+    pending: Arc<AtomicUsize>,
 }
 
 impl RemoveGuard {
-    pub(crate) fn new(docker: Docker, id: String, span: Span) -> Self {
+    pub(crate) fn new(docker: Docker, id: String, span: Span, pending: Arc<AtomicUsize>) -> Self {
         RemoveGuard {
             docker,
             id,
             span,
             runtime: tokio::runtime::Handle::current(),
+            pending,
         }
     }
 }
@@ -43,35 +47,111 @@ impl Drop for RemoveGuard {
     fn drop(&mut self) {
         let docker = self.docker.clone();
         let id = std::mem::take(&mut self.id);
+        let pending = self.pending.clone();
+        pending.fetch_add(1, Ordering::SeqCst);
         let task = async move {
             info!("removing");
-            for attempt in 1..=3u32 {
-                let opts = RemoveContainerOptionsBuilder::default().force(true).build();
-                match docker.remove_container(&id, Some(opts)).await {
-                    Ok(()) => return,
-                    Err(bollard::errors::Error::DockerResponseServerError {
-                        status_code: 404,
-                        ..
-                    }) => return,
-                    Err(e) => {
-                        warn!(attempt, error = %e, "removal failed");
-                        tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
-                    }
-                }
-            }
-            warn!("giving up on removal; the next gateway start removes it");
+            remove(&docker, &id).await;
+            pending.fetch_sub(1, Ordering::SeqCst);
         };
         self.runtime.spawn(task.instrument(self.span.clone()));
     }
 }
 
+/// Force-removes a container, retrying a transient failure; a missing container is done.
+async fn remove(docker: &Docker, id: &str) {
+    for attempt in 1..=3u32 {
+        let opts = RemoveContainerOptionsBuilder::default().force(true).build();
+        match docker.remove_container(id, Some(opts)).await {
+            Ok(())
+            | Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => return,
+            Err(e) => {
+                warn!(attempt, error = %e, "removal failed");
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
+            }
+        }
+    }
+    warn!("giving up on removal; the next gateway start removes it");
+}
+
 type Output = Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
+
+/// How frames travel between the gateway and kiln-init.
+pub(crate) enum Channel {
+    /// The container's stdin and stdout, attached through the engine.
+    Attach {
+        output: Output,
+        input: Pin<Box<dyn AsyncWrite + Send>>,
+    },
+    /// A unix socket straight to kiln-init.
+    Socket(UnixStream),
+}
+
+/// What arrived on a channel: bytes of kiln-init's frame stream, or its own diagnostics.
+enum Chunk {
+    Frames(Vec<u8>),
+    Diagnostics(Vec<u8>),
+}
+
+impl Channel {
+    async fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        match self {
+            Channel::Attach { input, .. } => {
+                input.write_all(frame).await?;
+                input.flush().await
+            }
+            Channel::Socket(s) => s.write_all(frame).await,
+        }
+    }
+
+    /// The next chunk; `None` when the channel ended.
+    async fn next(&mut self) -> Option<Result<Chunk, String>> {
+        match self {
+            Channel::Attach { output, .. } => loop {
+                match output.next().await? {
+                    Ok(LogOutput::StdOut { message }) => {
+                        return Some(Ok(Chunk::Frames(message.to_vec())))
+                    }
+                    Ok(LogOutput::StdErr { message }) => {
+                        return Some(Ok(Chunk::Diagnostics(message.to_vec())))
+                    }
+                    Ok(_) => {}
+                    Err(e) => return Some(Err(e.to_string())),
+                }
+            },
+            Channel::Socket(s) => {
+                let mut buf = vec![0u8; 64 * 1024];
+                match s.read(&mut buf).await {
+                    Ok(0) => None,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        Some(Ok(Chunk::Frames(buf)))
+                    }
+                    Err(e) => Some(Err(e.to_string())),
+                }
+            }
+        }
+    }
+
+    /// Nothing arrives on a waiting sandbox's channel: any data, or its end, means the
+    /// container died or the channel broke. Checked without waiting.
+    fn is_alive(&mut self) -> bool {
+        match self {
+            Channel::Attach { output, .. } => output.next().now_or_never().is_none(),
+            Channel::Socket(s) => matches!(
+                s.try_read(&mut [0u8; 1]),
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
+            ),
+        }
+    }
+}
 
 /// A started Docker container whose kiln-init waits for its job.
 pub struct DockerSandbox {
     guard: RemoveGuard,
-    output: Output,
-    input: Pin<Box<dyn AsyncWrite + Send>>,
+    channel: Channel,
     config: Arc<DockerConfig>,
 }
 
@@ -84,31 +164,41 @@ impl std::fmt::Debug for DockerSandbox {
 }
 
 impl DockerSandbox {
-    pub(crate) fn new(
-        guard: RemoveGuard,
-        attached: AttachContainerResults,
-        config: Arc<DockerConfig>,
-    ) -> Self {
+    pub(crate) fn new(guard: RemoveGuard, channel: Channel, config: Arc<DockerConfig>) -> Self {
         DockerSandbox {
             guard,
-            output: attached.output,
-            input: attached.input,
+            channel,
             config,
         }
+    }
+
+    /// The last lines kiln-init wrote on its stderr, from the engine's log (socket channel).
+    async fn logged_diagnostics(docker: &Docker, id: &str) -> Vec<u8> {
+        use bollard::query_parameters::LogsOptionsBuilder;
+        let opts = LogsOptionsBuilder::default()
+            .stderr(true)
+            .stdout(true)
+            .tail("20")
+            .build();
+        let mut logs = docker.logs(id, Some(opts));
+        let mut out = Vec::new();
+        while let Some(Ok(item)) = logs.next().await {
+            out.extend_from_slice(&item.into_bytes());
+            if out.len() > MAX_DIAGNOSTICS {
+                break;
+            }
+        }
+        out
     }
 
     async fn run_inner(mut self, job: Job) -> Result<RunOutcome> {
         let id = self.guard.id.clone();
         let frame = job.to_frame();
         let t0 = Instant::now();
-        self.input
-            .write_all(&frame)
-            .await
-            .and(self.input.flush().await)
-            .map_err(|e| Error::Lost {
-                id: id.clone(),
-                detail: format!("cannot write the job: {e}"),
-            })?;
+        self.channel.send(&frame).await.map_err(|e| Error::Lost {
+            id: id.clone(),
+            detail: format!("cannot write the job: {e}"),
+        })?;
         info!(bytes = frame.len(), "payload written");
 
         let backstop = Duration::from_millis(job.timeout_ms) + self.config.kill_grace;
@@ -122,7 +212,7 @@ impl DockerSandbox {
             detail,
         };
         loop {
-            let item = match tokio::time::timeout_at(deadline, self.output.next()).await {
+            let item = match tokio::time::timeout_at(deadline, self.channel.next()).await {
                 Ok(item) => item,
                 Err(_) => {
                     warn!(
@@ -148,11 +238,11 @@ impl DockerSandbox {
                 Some(Err(e)) if frames == 0 => {
                     return Err(Error::Lost {
                         id: id.clone(),
-                        detail: e.to_string(),
+                        detail: e,
                     })
                 }
-                Some(Err(e)) => return Err(engine_error("read output", &id, e)),
-                Some(Ok(LogOutput::StdOut { message })) => {
+                Some(Err(e)) => return Err(protocol(format!("reading the channel: {e}"))),
+                Some(Ok(Chunk::Frames(message))) => {
                     decoder.push(&message);
                     while let Some((kind, payload)) =
                         decoder.next_frame().map_err(|e| protocol(e.to_string()))?
@@ -171,6 +261,7 @@ impl DockerSandbox {
                                     signal = ?exit.signal,
                                     status = exit.status.as_str(),
                                     run_ms = t0.elapsed().as_secs_f64() * 1e3,
+                                    program_ms = exit.run_us as f64 / 1e3,
                                     "executed"
                                 );
                                 return Ok(outcome(stdout, stderr, exit, t0));
@@ -178,12 +269,14 @@ impl DockerSandbox {
                         }
                     }
                 }
-                Some(Ok(LogOutput::StdErr { message })) => {
+                Some(Ok(Chunk::Diagnostics(message))) => {
                     let room = MAX_DIAGNOSTICS.saturating_sub(diagnostics.len());
                     diagnostics.extend_from_slice(&message[..message.len().min(room)]);
                 }
-                Some(Ok(_)) => {}
             }
+        }
+        if diagnostics.is_empty() && matches!(self.channel, Channel::Socket(_)) {
+            diagnostics = Self::logged_diagnostics(&self.guard.docker, &id).await;
         }
 
         // The stream ended without an exit frame: kiln-init itself died. The OOM killer is the
@@ -239,9 +332,7 @@ impl Sandbox for DockerSandbox {
     }
 
     fn is_alive(&mut self) -> bool {
-        // Nothing arrives on a waiting sandbox's stream: any item, or its end, means the
-        // container died or the attach broke. Polled once, never awaited.
-        self.output.next().now_or_never().is_none()
+        self.channel.is_alive()
     }
 
     async fn run(self: Box<Self>, job: Job) -> Result<RunOutcome> {

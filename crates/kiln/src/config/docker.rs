@@ -11,6 +11,18 @@ pub const DEFAULT_USER: &str = "65534:65534";
 pub const DEFAULT_GATEWAY_ID: &str = "kiln";
 pub const DEFAULT_PULL_TIMEOUT_MS: u64 = 60_000;
 pub const DEFAULT_KILL_GRACE_MS: u64 = 2_000;
+pub const DEFAULT_CHANNEL_DIR: &str = "/run/kiln";
+
+/// How the gateway talks to kiln-init.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChannelKind {
+    /// A unix socket per sandbox, bind-mounted into it: no engine on the path of a run. Needs
+    /// the engine on this host (`docker.host` a `unix://` socket).
+    Socket,
+    /// The container's stdin and stdout, attached through the engine.
+    Attach,
+}
 
 /// The Docker engine and how sandboxes are made on it.
 #[derive(Debug, Clone, Deserialize)]
@@ -25,6 +37,10 @@ pub struct DockerSection {
     pub pull_timeout_ms: u64,
     /// How long past a run's timeout the gateway waits for kiln-init before killing the sandbox.
     pub kill_grace_ms: u64,
+    /// `socket` (default where the engine is local) or `attach`.
+    pub channel: ChannelKind,
+    /// Where channel sockets are made; each gateway uses a directory of its own below it.
+    pub channel_dir: PathBuf,
 }
 
 impl Default for DockerSection {
@@ -36,6 +52,8 @@ impl Default for DockerSection {
             gateway_id: DEFAULT_GATEWAY_ID.into(),
             pull_timeout_ms: DEFAULT_PULL_TIMEOUT_MS,
             kill_grace_ms: DEFAULT_KILL_GRACE_MS,
+            channel: ChannelKind::Socket,
+            channel_dir: PathBuf::from(DEFAULT_CHANNEL_DIR),
         }
     }
 }
@@ -79,6 +97,9 @@ impl DockerSection {
             gateway_id: self.gateway_id.clone(),
             pull_timeout: Duration::from_millis(self.pull_timeout_ms),
             kill_grace: Duration::from_millis(self.kill_grace_ms),
+            // A socket on this host is no use to a remote engine: attach there.
+            channel_dir: (self.channel == ChannelKind::Socket && !self.host.starts_with("tcp://"))
+                .then(|| self.channel_dir.join(&self.gateway_id)),
             ..DockerConfig::default()
         }
     }

@@ -13,7 +13,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
-pub use docker::DockerSection;
+pub use docker::{ChannelKind, DockerSection};
 pub use limits::{LimitsSection, NetworkSection};
 pub use pool::{PoolEntry, PoolSection};
 pub use server::ServerSection;
