@@ -136,7 +136,7 @@ impl PoolManager {
         }
         let m = manager.clone();
         tokio::spawn(async move {
-            // Runs until shutdown; a take() wakes it early so that refills start at once.
+            // Runs until shutdown, which wakes it early.
             while !m.closed.load(Ordering::SeqCst) {
                 m.tick();
                 tokio::select! {
@@ -213,7 +213,9 @@ impl PoolManager {
                 match reason {
                     None => {
                         pool.hits.inc();
-                        self.wake.notify_one();
+                        // No wake-up of the refill task here: its next tick (≤ 100 ms) is soon
+                        // enough, and a creation started now would compete with this very run
+                        // for the engine and the CPU.
                         return Ok((p.sandbox, StartKind::Warm));
                     }
                     Some(r) => {
@@ -229,7 +231,6 @@ impl PoolManager {
             rx
         };
         self.spawn_create(pool, false);
-        self.wake.notify_one();
         match rx.await {
             Ok(Ok(p)) => Ok((p.sandbox, StartKind::Cold)),
             Ok(Err(e)) => Err(e),

@@ -1,4 +1,4 @@
-//! What one idle pooled sandbox costs the host: the drop in `MemAvailable` per sandbox, and
+//! What one idle pooled sandbox costs the host: the rise of memory in use per sandbox, and
 //! per sandbox its containerd shim (PSS), kiln-init (RSS) and its memory cgroup's usage.
 
 use std::time::Duration;
@@ -21,11 +21,18 @@ fn meminfo_kib(key: &str) -> anyhow::Result<u64> {
         .with_context(|| format!("{key} not in /proc/meminfo"))
 }
 
-/// `MemAvailable` in MiB, the median of a few readings a little apart.
-async fn available_mib() -> anyhow::Result<f64> {
+/// Memory in use in MiB, as `free` counted it before `MemAvailable`: total less free, buffers,
+/// page cache and reclaimable slab, so that cache churn does not count. The median of a few
+/// readings a little apart.
+async fn used_mib() -> anyhow::Result<f64> {
     let mut v = Vec::new();
     for _ in 0..5 {
-        v.push(meminfo_kib("MemAvailable:")? as f64 / 1024.0);
+        let used = meminfo_kib("MemTotal:")?
+            .saturating_sub(meminfo_kib("MemFree:")?)
+            .saturating_sub(meminfo_kib("Buffers:")?)
+            .saturating_sub(meminfo_kib("Cached:")?)
+            .saturating_sub(meminfo_kib("SReclaimable:")?);
+        v.push(used as f64 / 1024.0);
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     v.sort_by(f64::total_cmp);
@@ -82,12 +89,31 @@ fn docker(args: &[&str]) -> anyhow::Result<String> {
 
 pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let n = args.idle_sandboxes;
-    tokio::time::sleep(Duration::from_secs(2)).await;
-    let before = available_mib().await?;
+    // Start from a quiet engine: the earlier measurements' sandboxes all removed.
+    let t0 = std::time::Instant::now();
+    while docker(&[
+        "ps",
+        "-aq",
+        "--filter",
+        "label=dev.kiln.managed=true",
+        "--format",
+        "{{.Label \"dev.kiln.gateway\"}}",
+    ])?
+    .lines()
+    .any(|g| g.starts_with("kiln-bench-"))
+    {
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(60),
+            "earlier bench sandboxes were not removed"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let before = used_mib().await?;
     let gw = gateway(args, "memory", Some(n)).await?;
     settle(&gw, n).await?;
     tokio::time::sleep(Duration::from_secs(3)).await;
-    let after = available_mib().await?;
+    let after = used_mib().await?;
 
     let gateway_id = format!("kiln-bench-memory-{}", std::process::id());
     let ids = docker(&[
@@ -122,8 +148,8 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     println!("| what | MiB per sandbox |");
     println!("| --- | ---: |");
     println!(
-        "| host `MemAvailable` drop (everything: shim, runc state, dockerd, kernel) | {:.2} |",
-        (before - after) / n as f64
+        "| host memory in use, rise per sandbox (shim, dockerd and containerd state, kernel) | {:.2} |",
+        (after - before) / n as f64
     );
     println!("| containerd shim (PSS) | {:.2} |", per(shim));
     println!("| kiln-init (RSS) | {:.2} |", per(init));

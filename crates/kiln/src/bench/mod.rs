@@ -48,7 +48,7 @@ pub struct BenchArgs {
     #[arg(long, default_value_t = 4)]
     pub sustain_clients: usize,
     /// Idle pooled sandboxes for the memory measurement (0 skips it).
-    #[arg(long, default_value_t = 10)]
+    #[arg(long, default_value_t = 20)]
     pub idle_sandboxes: usize,
     /// kiln-init for the in-process gateways.
     #[arg(long, env = "KILN_INIT_PATH")]
@@ -187,7 +187,7 @@ async fn measure(
         let mut s = Samples::default();
         let mut warm_runs = 0;
         for _ in 0..args.rounds {
-            settle_both(cold, warm, c).await?;
+            settle_both(cold, warm, full).await?;
             let runs = (0..c).map(|_| bench.warm_once());
             for r in futures_util::future::join_all(runs).await {
                 let (ms, was_warm) = r?;
