@@ -377,10 +377,10 @@ impl PoolManager {
 
             let target = st.forecast.target(now_s, refill_s, pool.min, pool.max);
             st.target = target;
-            // Creations already promised to waiters do not fill the pool.
-            let coming = st.creating.saturating_sub(st.waiters.len());
-            let have = st.ready.len() + coming;
-            if have < target {
+            // While runs wait, every creation in flight already has a taker and more would only
+            // slow them all down on a saturated engine: refills resume once nobody waits.
+            let have = st.ready.len() + st.creating;
+            if st.waiters.is_empty() && have < target {
                 for _ in have..target {
                     if !self.reserve_slot(&pool) {
                         break;
