@@ -254,6 +254,7 @@ async fn on_demand_pool_for_a_key_seen_at_run_time() {
     config.pool.enabled = true;
     config.pool.pools.clear();
     config.pool.on_demand = true;
+    config.pool.shrink_after_ms = 300;
     let gw = Gateway::start_with(config).await;
     let body = json!({"image": BUSYBOX, "command": "echo hi", "limits": {"memory_mb": 200}});
     let first = gw.run(body.clone()).await;
@@ -278,5 +279,23 @@ async fn on_demand_pool_for_a_key_seen_at_run_time() {
     }
     let second = gw.run(body).await;
     assert_eq!(second["sandbox"]["start"], "warm", "{second}");
+    // With no more arrivals the forecast falls to nothing and the pool shrinks back.
+    let t0 = Instant::now();
+    loop {
+        let (_, v) = gw.get("/api/v1/pools").await;
+        let p = &v["pools"][0];
+        if p["ready"] == 0
+            && p["creating"] == 0
+            && p["removed"]["scale_down"].as_u64().unwrap_or(0) >= 1
+        {
+            assert_eq!(p["target"], 0, "{v}");
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "pool never shrank: {v}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     gw.stop().await;
 }

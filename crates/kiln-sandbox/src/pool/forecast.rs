@@ -34,6 +34,8 @@ impl Ewma {
 pub const SHORT_TAU_S: f64 = 2.0;
 /// Seconds the long horizon remembers.
 pub const LONG_TAU_S: f64 = 30.0;
+/// Expected arrivals per refill below which a pool is idle.
+pub const IDLE_BELOW: f64 = 0.1;
 /// Ready sandboxes beyond the bare forecast, as a factor, for the noise in arrivals.
 pub const HEADROOM: f64 = 1.5;
 
@@ -73,8 +75,16 @@ impl Forecaster {
     /// Ready sandboxes wanted: the arrivals expected during one refill, with headroom, within
     /// `[min, max]`.
     pub fn target(&self, now: f64, refill_s: f64, min: usize, max: usize) -> usize {
-        let want = (self.rate(now) * refill_s * HEADROOM).ceil();
-        let want = if want.is_finite() { want as usize } else { max };
+        let expected = self.rate(now) * refill_s * HEADROOM;
+        // A decaying rate never reaches zero; below a tenth of an arrival per refill nothing
+        // is worth keeping ready beyond the minimum.
+        let want = if !expected.is_finite() {
+            max
+        } else if expected < IDLE_BELOW {
+            0
+        } else {
+            expected.ceil() as usize
+        };
         want.clamp(min, max.max(min))
     }
 }
@@ -126,6 +136,12 @@ mod tests {
             "and falls once the burst is over: {t:?}"
         );
         assert!(later <= 2, "back to the quiet level: {t:?}");
+        // Long after the last arrival, nothing is kept beyond the minimum.
+        assert_eq!(replay(&[400.0])[0], 1);
+        let mut f = Forecaster::default();
+        f.observe(0.0);
+        assert_eq!(f.target(0.0, 0.3, 0, 8), 1);
+        assert_eq!(f.target(60.0, 0.3, 0, 8), 0);
     }
 
     #[test]
