@@ -12,8 +12,9 @@ export KILN_INIT_PATH
 
 cargo test --workspace "$@"
 
-left=$(docker ps -aq --filter label=dev.kiln.managed=true --filter 'label=dev.kiln.gateway' | wc -l)
-stray=$(docker ps -aq --filter label=dev.kiln.managed=true --format '{{.Label "dev.kiln.gateway"}}' | grep -c '^kiln-test-' || true)
+gateways=$(docker ps -a --filter label=dev.kiln.managed=true --format '{{.Label "dev.kiln.gateway"}}')
+stray=$(printf '%s\n' "$gateways" | grep -c '^kiln-test-' || true)
+left=$(printf '%s\n' "$gateways" | grep -c . || true)
 if [ "$stray" -ne 0 ]; then
   echo "test.sh: $stray Kiln test container(s) left behind:" >&2
   docker ps -a --filter label=dev.kiln.managed=true >&2

@@ -10,16 +10,13 @@ use futures_util::StreamExt;
 use super::{engine_error, DockerBackend};
 use crate::Result;
 
-/// Runs `argv` in a new container through the bare API and returns its exit code.
-/// `network_disabled` also sets the container's `NetworkDisabled`, as Kiln does, which spares the
-/// engine the network sandbox that `--network none` still builds.
-pub async fn create_start_wait_remove(
+/// Creates a plain container running `argv` with no network, as `docker run --network none` would.
+async fn create(
     backend: &DockerBackend,
     image: &str,
     argv: &[&str],
     network_disabled: bool,
-) -> Result<i64> {
-    let docker = backend.client().await?;
+) -> Result<String> {
     let body = ContainerCreateBody {
         image: Some(image.to_owned()),
         cmd: Some(argv.iter().map(|s| s.to_string()).collect()),
@@ -30,11 +27,26 @@ pub async fn create_start_wait_remove(
         }),
         ..Default::default()
     };
-    let id = docker
+    Ok(backend
+        .client()
+        .await?
         .create_container(Some(CreateContainerOptionsBuilder::default().build()), body)
         .await
         .map_err(|e| engine_error("create", image, e))?
-        .id;
+        .id)
+}
+
+/// Runs `argv` in a new container through the bare API and returns its exit code.
+/// `network_disabled` also sets the container's `NetworkDisabled`, as Kiln does, which spares the
+/// engine the network sandbox that `--network none` still builds.
+pub async fn create_start_wait_remove(
+    backend: &DockerBackend,
+    image: &str,
+    argv: &[&str],
+    network_disabled: bool,
+) -> Result<i64> {
+    let docker = backend.client().await?;
+    let id = create(backend, image, argv, network_disabled).await?;
     let run = async {
         docker
             .start_container(
@@ -68,20 +80,7 @@ pub async fn create_start_wait_remove(
 /// running each command in one container that stays up.
 pub async fn start_exec_target(backend: &DockerBackend, image: &str) -> Result<String> {
     let docker = backend.client().await?;
-    let body = ContainerCreateBody {
-        image: Some(image.to_owned()),
-        cmd: Some(vec!["sleep".into(), "3600".into()]),
-        host_config: Some(HostConfig {
-            network_mode: Some("none".to_owned()),
-            ..Default::default()
-        }),
-        ..Default::default()
-    };
-    let id = docker
-        .create_container(Some(CreateContainerOptionsBuilder::default().build()), body)
-        .await
-        .map_err(|e| engine_error("create", image, e))?
-        .id;
+    let id = create(backend, image, &["sleep", "3600"], false).await?;
     docker
         .start_container(
             &id,

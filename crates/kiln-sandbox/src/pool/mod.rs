@@ -203,13 +203,7 @@ impl PoolManager {
             st.last_used = Instant::now();
             while let Some(mut p) = st.ready.pop_front() {
                 self.release_slot(&pool);
-                let reason = if p.born.elapsed() > self.config.max_age {
-                    Some(RemovalReason::MaxAge)
-                } else if !p.sandbox.is_alive() {
-                    Some(RemovalReason::Dead)
-                } else {
-                    None
-                };
+                let reason = self.unfit(&mut p);
                 match reason {
                     None => {
                         pool.hits.inc();
@@ -317,6 +311,17 @@ impl PoolManager {
         }
     }
 
+    /// Why a ready sandbox may not be handed out any more, if it may not.
+    fn unfit(&self, p: &mut Pooled) -> Option<RemovalReason> {
+        if p.born.elapsed() > self.config.max_age {
+            Some(RemovalReason::MaxAge)
+        } else if !p.sandbox.is_alive() {
+            Some(RemovalReason::Dead)
+        } else {
+            None
+        }
+    }
+
     /// Takes one pooled slot within the global caps.
     fn reserve_slot(&self, pool: &Pool) -> bool {
         let mem = pool.spec.limits.memory_mb;
@@ -357,13 +362,7 @@ impl PoolManager {
             // Health: age and liveness of every ready sandbox.
             let mut kept = std::collections::VecDeque::with_capacity(st.ready.len());
             while let Some(mut p) = st.ready.pop_front() {
-                let reason = if p.born.elapsed() > self.config.max_age {
-                    Some(RemovalReason::MaxAge)
-                } else if !p.sandbox.is_alive() {
-                    Some(RemovalReason::Dead)
-                } else {
-                    None
-                };
+                let reason = self.unfit(&mut p);
                 match reason {
                     None => kept.push_back(p),
                     Some(r) => {
