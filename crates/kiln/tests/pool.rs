@@ -299,3 +299,33 @@ async fn on_demand_pool_for_a_key_seen_at_run_time() {
     }
     gw.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_lets_a_run_in_flight_finish() {
+    let gw = Gateway::start_with(pooled_config("graceful", 2, 2)).await;
+    wait_ready(&gw, 2).await;
+    let url = format!("{}/api/v1/execute", gw.url);
+    let http = gw.http.clone();
+    let in_flight = tokio::spawn(async move {
+        let res = http
+            .post(url)
+            .body(json!({"image": BUSYBOX, "command": "sleep 1; echo finished"}).to_string())
+            .send()
+            .await
+            .unwrap();
+        (res.status().as_u16(), res.json::<Value>().await.unwrap())
+    });
+    let t0 = Instant::now();
+    while gw.running.state.executor().running() == 0 {
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the run never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Shutting down while the run is in flight: it still gets its answer, then nothing is left.
+    gw.stop().await;
+    let (status, v) = in_flight.await.unwrap();
+    assert_eq!(status, 200, "{v}");
+    assert_eq!(v["stdout"], "finished\n");
+}
