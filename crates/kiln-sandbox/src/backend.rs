@@ -39,6 +39,11 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
         0
     }
 
+    /// Removals finished so far: (done, given up on).
+    fn removals(&self) -> (u64, u64) {
+        (0, 0)
+    }
+
     /// Removes every sandbox that this gateway's previous incarnations left behind.
     async fn remove_orphans(&self) -> Result<usize>;
 }

@@ -25,8 +25,8 @@ pub enum Error {
         id: String,
         detail: String,
     },
-    /// The sandbox was gone before the job could start: the job frame could not be written, or
-    /// the stream ended before any frame came back. Running the job elsewhere is safe.
+    /// The sandbox was gone before the job reached it: the job frame could not be written.
+    /// Nothing of the job ran, so running it elsewhere is safe.
     #[error("sandbox {id} lost before the run: {detail}")]
     Lost { id: String, detail: String },
     /// kiln-init broke the protocol, or the sandbox ended without an exit frame.

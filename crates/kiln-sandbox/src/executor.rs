@@ -10,7 +10,7 @@ use kiln_api::{
 use kiln_proto::{FileEntry, Job, Status};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::metrics::{Counter, Histogram};
+use crate::metrics::{Counter, Histogram, LaunchMetrics};
 use crate::pool::PoolManager;
 use crate::{Backend, Collected, Error, Result, RunOutcome, Sandbox, SandboxSpec};
 
@@ -44,6 +44,7 @@ pub struct Executor {
     waiting: AtomicUsize,
     config: ExecutorConfig,
     pub metrics: ExecutorMetrics,
+    launches: Arc<LaunchMetrics>,
 }
 
 /// What the executor counts for `/metrics`.
@@ -77,10 +78,12 @@ pub struct Admission {
 
 impl Executor {
     /// An executor that takes sandboxes from `pool` when there is one, or creates each one.
+    /// `launches` counts the executor's own creations; give the pool the same one.
     pub fn new(
         backend: Arc<dyn Backend>,
         config: ExecutorConfig,
         pool: Option<Arc<PoolManager>>,
+        launches: Arc<LaunchMetrics>,
     ) -> Self {
         Executor {
             backend,
@@ -89,11 +92,16 @@ impl Executor {
             waiting: AtomicUsize::new(0),
             config,
             metrics: ExecutorMetrics::default(),
+            launches,
         }
     }
 
     pub fn backend(&self) -> &Arc<dyn Backend> {
         &self.backend
+    }
+
+    pub fn launches(&self) -> &LaunchMetrics {
+        &self.launches
     }
 
     pub fn pool(&self) -> Option<&Arc<PoolManager>> {
@@ -108,7 +116,10 @@ impl Executor {
     async fn sandbox(&self, spec: &SandboxSpec) -> Result<(Box<dyn Sandbox>, StartKind)> {
         match &self.pool {
             Some(pool) => pool.take(spec).await,
-            None => Ok((self.backend.launch(spec).await?, StartKind::Cold)),
+            None => Ok((
+                self.launches.launch(self.backend.as_ref(), spec).await?,
+                StartKind::Cold,
+            )),
         }
     }
 
@@ -190,7 +201,10 @@ impl Executor {
                 tracing::warn!(sandbox = %lost, %detail, "warm sandbox lost before the run; retrying on another");
                 self.metrics.retried.inc();
                 let t = Instant::now();
-                sandbox = self.backend.launch(&sandbox_spec).await?;
+                sandbox = self
+                    .launches
+                    .launch(self.backend.as_ref(), &sandbox_spec)
+                    .await?;
                 start = StartKind::Cold;
                 sandbox_ms += ms(t.elapsed());
                 id = sandbox.id().to_owned();
@@ -299,5 +313,131 @@ fn response(
             cpu_ms: (exit.run_us > 0).then_some(exit.cpu_ms),
             memory_peak_bytes: exit.memory_peak_bytes,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The retry of a lost warm sandbox, with a stub engine: losing a sandbox at the right
+    //! moment on the real one is a race no test can win every time.
+
+    use std::sync::atomic::AtomicUsize;
+
+    use async_trait::async_trait;
+    use kiln_api::{Limits, Policy};
+    use kiln_proto::ExitReport;
+
+    use super::*;
+    use crate::pool::{PoolConfig, PoolDefinition};
+    use crate::Sandbox;
+
+    /// Hands out sandboxes numbered from 0; sandbox 0 is lost before its job arrives.
+    #[derive(Debug, Default)]
+    struct Stub {
+        made: AtomicUsize,
+    }
+
+    #[derive(Debug)]
+    struct StubSandbox(String);
+
+    #[async_trait]
+    impl Sandbox for StubSandbox {
+        fn id(&self) -> &str {
+            &self.0
+        }
+        fn is_alive(&mut self) -> bool {
+            true
+        }
+        async fn run(self: Box<Self>, job: Job) -> Result<RunOutcome> {
+            if self.0 == "0" {
+                return Err(Error::Lost {
+                    id: self.0.clone(),
+                    detail: "gone".into(),
+                });
+            }
+            Ok(RunOutcome {
+                stdout: Collected {
+                    bytes: job.argv.join(" ").into_bytes(),
+                    truncated: false,
+                },
+                stderr: Collected::default(),
+                exit: ExitReport {
+                    code: Some(0),
+                    run_us: 1,
+                    ..ExitReport::default()
+                },
+                elapsed: Duration::from_millis(1),
+            })
+        }
+    }
+
+    #[async_trait]
+    impl Backend for Stub {
+        fn name(&self) -> &'static str {
+            "stub"
+        }
+        async fn ping(&self) -> Result<()> {
+            Ok(())
+        }
+        async fn has_image(&self, _: &str) -> Result<bool> {
+            Ok(true)
+        }
+        async fn launch(&self, _: &SandboxSpec) -> Result<Box<dyn Sandbox>> {
+            let n = self.made.fetch_add(1, Ordering::SeqCst);
+            Ok(Box::new(StubSandbox(n.to_string())))
+        }
+        async fn remove_orphans(&self) -> Result<usize> {
+            Ok(0)
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lost_warm_sandbox_is_retried_once_on_a_new_one() {
+        let spec = kiln_api::ExecuteRequest {
+            image: Some("img".into()),
+            argv: Some(vec!["echo".into(), "hi".into()]),
+            ..Default::default()
+        }
+        .validate(&Policy::default())
+        .unwrap();
+        let definition = PoolDefinition {
+            name: "p".into(),
+            spec: SandboxSpec {
+                image: "img".into(),
+                workdir: spec.workdir.clone(),
+                limits: Limits::DEFAULT,
+                network: false,
+            },
+            min: 1,
+            max: 1,
+        };
+        let backend: Arc<dyn Backend> = Arc::new(Stub::default());
+        let launches = Arc::new(LaunchMetrics::default());
+        let config = PoolConfig {
+            pools: vec![definition],
+            on_demand: false,
+            ..PoolConfig::default()
+        };
+        let pool = PoolManager::start(backend.clone(), config, launches.clone());
+        while pool.status()[0].ready == 0 {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        let executor = Executor::new(
+            backend,
+            ExecutorConfig::default(),
+            Some(pool.clone()),
+            launches,
+        );
+        let res = executor.execute(spec, Instant::now()).await.unwrap();
+        assert_eq!(res.stdout, "echo hi");
+        assert_eq!(
+            res.sandbox.start,
+            StartKind::Cold,
+            "the retry ran on a new sandbox"
+        );
+        assert_ne!(res.sandbox.id, "0");
+        assert_eq!(executor.metrics.retried.get(), 1);
+        assert_eq!(pool.status()[0].hits, 1);
+        pool.shutdown();
     }
 }

@@ -22,6 +22,30 @@ impl Counter {
     }
 }
 
+/// Sandbox creations (create, channel, start), by the pool and by the executor alike.
+#[derive(Debug, Default)]
+pub struct LaunchMetrics {
+    pub latency: Histogram,
+    pub failures: Counter,
+}
+
+impl LaunchMetrics {
+    /// Launches through `backend`, counting the time or the failure.
+    pub async fn launch(
+        &self,
+        backend: &dyn crate::Backend,
+        spec: &crate::SandboxSpec,
+    ) -> crate::Result<Box<dyn crate::Sandbox>> {
+        let t0 = std::time::Instant::now();
+        let r = backend.launch(spec).await;
+        match &r {
+            Ok(_) => self.latency.observe(t0.elapsed()),
+            Err(_) => self.failures.inc(),
+        }
+        r
+    }
+}
+
 /// A cumulative histogram over [`LATENCY_BUCKETS`].
 #[derive(Debug)]
 pub struct Histogram {
@@ -161,13 +185,11 @@ pub fn render(executor: &crate::Executor) -> String {
     );
     let _ = writeln!(out, "kiln_runs_queued {}", executor.queued());
 
-    let Some(pool) = executor.pool() else {
-        return out;
-    };
-    pool.metrics.create_latency.render_with_header(
+    let launches = executor.launches();
+    launches.latency.render_with_header(
         &mut out,
         "kiln_sandbox_create_duration_seconds",
-        "Creating, attaching and starting one sandbox.",
+        "Creating and starting one sandbox until kiln-init is connected.",
     );
     header(
         &mut out,
@@ -178,8 +200,35 @@ pub fn render(executor: &crate::Executor) -> String {
     let _ = writeln!(
         out,
         "kiln_sandbox_create_failures_total {}",
-        pool.metrics.create_failures.get()
+        launches.failures.get()
     );
+    header(
+        &mut out,
+        "kiln_sandbox_removals_pending",
+        "gauge",
+        "Sandbox removals running in the background.",
+    );
+    let _ = writeln!(
+        out,
+        "kiln_sandbox_removals_pending {}",
+        executor.backend().pending_removals()
+    );
+    let (done, failed) = executor.backend().removals();
+    header(
+        &mut out,
+        "kiln_sandbox_removals_total",
+        "counter",
+        "Sandboxes removed (used or not), by result.",
+    );
+    let _ = writeln!(out, "kiln_sandbox_removals_total{{result=\"ok\"}} {done}");
+    let _ = writeln!(
+        out,
+        "kiln_sandbox_removals_total{{result=\"failed\"}} {failed}"
+    );
+
+    let Some(pool) = executor.pool() else {
+        return out;
+    };
     let pools = pool.status();
     let gauges: [PoolFigure; 6] = [
         ("kiln_pool_ready", "Sandboxes ready in the pool.", |p| {

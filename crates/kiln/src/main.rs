@@ -20,7 +20,8 @@ enum Command {
     Serve(ServeArgs),
     /// Run one command through a Kiln gateway and exit with its exit code.
     Run(kiln::client::RunArgs),
-    /// Measure Kiln's cold path against `docker run` and the bare Docker API, side by side.
+    /// Measure Kiln (cold and warm) against docker run, the bare Docker API and docker exec,
+    /// side by side; then warm concurrency, sustained rate and idle pooled memory.
     Bench(kiln::bench::BenchArgs),
 }
 
@@ -39,6 +40,11 @@ Sections and keys (defaults in brackets):\n\
   [limits]  max_files [1000]\n\
   [network] allow [false]: whether a request may ask for `\"network\": true`\n\
   [images]  required [[\"kiln/busybox\"]]: images /ready checks for\n\
+  [pool]    enabled [true], on_demand [true], on_demand_max [4], max_on_demand_pools [8],\n\
+            max_pooled [32], max_pooled_memory_mb [8192], refill_parallelism [2],\n\
+            max_age_ms [600000], shrink_after_ms [30000], forget_after_ms [300000]\n\
+  [[pool.pools]] image, name, workdir, limits {memory_mb, cpus, pids, tmp_mb}, network,\n\
+            min [2], max [8]; default: kiln/busybox and kiln/python at the default limits\n\
 ";
 
 #[derive(Debug, Args)]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use axum::serve::ListenerExt as _;
 use kiln_sandbox::docker::DockerBackend;
+use kiln_sandbox::metrics::LaunchMetrics;
 use kiln_sandbox::pool::PoolManager;
 use kiln_sandbox::{Backend, Executor, ExecutorConfig};
 use tokio::sync::oneshot;
@@ -15,6 +16,9 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::http::{app, AppState};
+
+/// How long a shutdown waits for creations and removals in flight before its final sweep.
+const SHUTDOWN_DRAIN: Duration = Duration::from_secs(15);
 
 /// A gateway serving in the background.
 #[derive(Debug)]
@@ -54,9 +58,10 @@ pub async fn start(config: Config, signals: bool) -> anyhow::Result<Running> {
         Ok(_) => {}
         Err(e) => warn!(error = %e, "cannot look for orphaned sandboxes now"),
     }
+    let launches = Arc::new(LaunchMetrics::default());
     let pool = config
         .pool_config()?
-        .map(|pc| PoolManager::start(backend.clone(), pc));
+        .map(|pc| PoolManager::start(backend.clone(), pc, launches.clone()));
     let executor = Arc::new(Executor::new(
         backend.clone(),
         ExecutorConfig {
@@ -65,6 +70,7 @@ pub async fn start(config: Config, signals: bool) -> anyhow::Result<Running> {
             queue_timeout: Duration::from_millis(config.server.queue_timeout_ms),
         },
         pool.clone(),
+        launches,
     ));
     let state = AppState::new(
         executor,
@@ -109,8 +115,16 @@ pub async fn start(config: Config, signals: bool) -> anyhow::Result<Running> {
         if let Some(pool) = &pool {
             pool.shutdown();
         }
-        // Give removals spawned by the last runs a moment, then sweep whatever is left.
-        tokio::time::sleep(Duration::from_millis(100)).await;
+        // Let creations in flight end (what they make is removed at once) and background
+        // removals finish, within a bound; then sweep whatever is left by label.
+        let t0 = std::time::Instant::now();
+        let busy = || {
+            pool.as_ref().is_some_and(|p| p.creations_in_flight() > 0)
+                || backend.pending_removals() > 0
+        };
+        while busy() && t0.elapsed() < SHUTDOWN_DRAIN {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         match backend.remove_orphans().await {
             Ok(n) => info!(removed = n, "shutdown complete"),
             Err(e) => warn!(error = %e, "cannot remove sandboxes at shutdown"),

@@ -95,7 +95,8 @@ async fn timeout_kills_the_run_within_about_a_second() {
         "timeout answered after {took:?}"
     );
     let run_ms = v["timings"]["run_ms"].as_f64().unwrap();
-    assert!((450.0..5000.0).contains(&run_ms), "run_ms {run_ms}");
+    // "Within about a second": kiln-init kills at 500 ms; the rest is reporting.
+    assert!((450.0..1500.0).contains(&run_ms), "run_ms {run_ms}");
     gw.stop().await;
 }
 

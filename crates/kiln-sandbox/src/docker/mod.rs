@@ -42,7 +42,7 @@ pub struct DockerBackend {
     docker: Arc<tokio::sync::OnceCell<Docker>>,
     config: Arc<DockerConfig>,
     /// Background removals in flight, shared with every sandbox's guard.
-    removals: Arc<std::sync::atomic::AtomicUsize>,
+    removals: Arc<sandbox::RemovalStats>,
 }
 
 impl DockerBackend {
@@ -185,10 +185,12 @@ impl Backend for DockerBackend {
                     .await
                     .map_err(|e| engine_error("create", &spec.image, e))?
             }
+            // The engine answers 400 for a reference it cannot parse; other 400s (a CPU limit
+            // above the host's cores, say) are the server's configuration, not the request's.
             Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 400,
                 message,
-            }) => {
+            }) if message.contains("reference") || message.contains("repository") => {
                 return Err(Error::Invalid {
                     field: "image",
                     detail: message,
@@ -253,7 +255,17 @@ impl Backend for DockerBackend {
     }
 
     fn pending_removals(&self) -> usize {
-        self.removals.load(std::sync::atomic::Ordering::SeqCst)
+        self.removals
+            .pending
+            .load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    fn removals(&self) -> (u64, u64) {
+        use std::sync::atomic::Ordering::Relaxed;
+        (
+            self.removals.done.load(Relaxed),
+            self.removals.failed.load(Relaxed),
+        )
     }
 
     async fn remove_orphans(&self) -> Result<usize> {
@@ -342,9 +354,20 @@ impl ChannelSocket {
             let mut wait = docker.wait_container(id, Some(opts));
             let _ = wait.next().await;
         };
+        // Only the sandbox's own kiln-init may have the channel: anything else on the host that
+        // runs as the sandbox's user could connect first and would otherwise get the job.
+        let from_the_sandbox = async {
+            loop {
+                let (stream, _) = self.listener.accept().await?;
+                if peer_in_container(&stream, id) {
+                    return Ok::<_, std::io::Error>(stream);
+                }
+                warn!(id = %short(id), "refused a channel connection from outside the sandbox");
+            }
+        };
         tokio::select! {
-            accepted = tokio::time::timeout(timeout, self.listener.accept()) => match accepted {
-                Ok(Ok((stream, _))) => Ok(stream),
+            accepted = tokio::time::timeout(timeout, from_the_sandbox) => match accepted {
+                Ok(Ok(stream)) => Ok(stream),
                 Ok(Err(e)) => Err(Error::Engine {
                     op: "accept channel",
                     id: id.to_owned(),
@@ -361,6 +384,14 @@ impl ChannelSocket {
             }),
         }
     }
+}
+
+/// Whether the process at the other end of `stream` lives in container `id`'s cgroup.
+fn peer_in_container(stream: &tokio::net::UnixStream, id: &str) -> bool {
+    let Some(pid) = stream.peer_cred().ok().and_then(|c| c.pid()) else {
+        return false;
+    };
+    std::fs::read_to_string(format!("/proc/{pid}/cgroup")).is_ok_and(|c| c.contains(id))
 }
 
 impl Drop for ChannelSocket {

@@ -1,5 +1,5 @@
 use std::pin::Pin;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -28,17 +28,25 @@ pub(crate) struct RemoveGuard {
     id: String,
     span: Span,
     runtime: tokio::runtime::Handle,
-    pending: Arc<AtomicUsize>,
+    stats: Arc<RemovalStats>,
+}
+
+/// Background removals: in flight, done, and given up on.
+#[derive(Debug, Default)]
+pub(crate) struct RemovalStats {
+    pub pending: AtomicUsize,
+    pub done: AtomicU64,
+    pub failed: AtomicU64,
 }
 
 impl RemoveGuard {
-    pub(crate) fn new(docker: Docker, id: String, span: Span, pending: Arc<AtomicUsize>) -> Self {
+    pub(crate) fn new(docker: Docker, id: String, span: Span, stats: Arc<RemovalStats>) -> Self {
         RemoveGuard {
             docker,
             id,
             span,
             runtime: tokio::runtime::Handle::current(),
-            pending,
+            stats,
         }
     }
 }
@@ -47,26 +55,32 @@ impl Drop for RemoveGuard {
     fn drop(&mut self) {
         let docker = self.docker.clone();
         let id = std::mem::take(&mut self.id);
-        let pending = self.pending.clone();
-        pending.fetch_add(1, Ordering::SeqCst);
+        let stats = self.stats.clone();
+        stats.pending.fetch_add(1, Ordering::SeqCst);
         let task = async move {
             info!("removing");
-            remove(&docker, &id).await;
-            pending.fetch_sub(1, Ordering::SeqCst);
+            let counter = if remove(&docker, &id).await {
+                &stats.done
+            } else {
+                &stats.failed
+            };
+            counter.fetch_add(1, Ordering::Relaxed);
+            stats.pending.fetch_sub(1, Ordering::SeqCst);
         };
         self.runtime.spawn(task.instrument(self.span.clone()));
     }
 }
 
 /// Force-removes a container, retrying a transient failure; a missing container is done.
-async fn remove(docker: &Docker, id: &str) {
+/// Whether it is gone.
+async fn remove(docker: &Docker, id: &str) -> bool {
     for attempt in 1..=3u32 {
         let opts = RemoveContainerOptionsBuilder::default().force(true).build();
         match docker.remove_container(id, Some(opts)).await {
             Ok(())
             | Err(bollard::errors::Error::DockerResponseServerError {
                 status_code: 404, ..
-            }) => return,
+            }) => return true,
             Err(e) => {
                 warn!(attempt, error = %e, "removal failed");
                 tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt))).await;
@@ -74,6 +88,7 @@ async fn remove(docker: &Docker, id: &str) {
         }
     }
     warn!("giving up on removal; the next gateway start removes it");
+    false
 }
 
 type Output = Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
@@ -206,7 +221,6 @@ impl DockerSandbox {
         let mut decoder = FrameDecoder::new(MAX_EVENT_FRAME);
         let (mut stdout, mut stderr) = (Collected::default(), Collected::default());
         let mut diagnostics = Vec::new();
-        let mut frames = 0usize;
         let protocol = |detail: String| Error::Protocol {
             id: id.clone(),
             detail,
@@ -235,19 +249,12 @@ impl DockerSandbox {
             };
             match item {
                 None => break,
-                Some(Err(e)) if frames == 0 => {
-                    return Err(Error::Lost {
-                        id: id.clone(),
-                        detail: e,
-                    })
-                }
                 Some(Err(e)) => return Err(protocol(format!("reading the channel: {e}"))),
                 Some(Ok(Chunk::Frames(message))) => {
                     decoder.push(&message);
                     while let Some((kind, payload)) =
                         decoder.next_frame().map_err(|e| protocol(e.to_string()))?
                     {
-                        frames += 1;
                         match Event::decode(kind, &payload).map_err(|e| protocol(e.to_string()))? {
                             Event::Stdout(b) => {
                                 stdout.push(&b, stderr.bytes.len(), job.output_bytes)
@@ -303,12 +310,6 @@ impl DockerSandbox {
             return Ok(outcome(stdout, stderr, exit, t0));
         }
         let said = String::from_utf8_lossy(&diagnostics);
-        if frames == 0 && diagnostics.is_empty() {
-            return Err(Error::Lost {
-                id: id.clone(),
-                detail: "the sandbox ended before answering".into(),
-            });
-        }
         Err(protocol(format!(
             "sandbox ended without an exit frame; kiln-init said: {:?}",
             said.trim()

@@ -93,7 +93,8 @@ impl Forecaster {
 mod tests {
     use super::*;
 
-    /// A recorded trace: 60 s at 1 req/s, a 20 s burst at 40 req/s, then 60 s at 1 req/s.
+    /// A fixed arrival trace (made up, not recorded from traffic): 60 s at 1 req/s, a 20 s
+    /// burst at 40 req/s, then 60 s at 1 req/s.
     fn trace() -> Vec<f64> {
         let mut t = Vec::new();
         t.extend((0..60).map(f64::from));

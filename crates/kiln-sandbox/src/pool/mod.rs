@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 pub use key::PoolKey;
 pub use state::{PoolStatus, RemovalReason};
 
-use crate::metrics::{Counter, Histogram};
+use crate::metrics::LaunchMetrics;
 use crate::{Backend, Result, Sandbox, SandboxSpec};
 use state::{Pool, Pooled};
 
@@ -85,13 +85,6 @@ impl Default for PoolConfig {
     }
 }
 
-/// Counters shared by every pool.
-#[derive(Debug, Default)]
-pub struct PoolMetrics {
-    pub create_latency: Histogram,
-    pub create_failures: Counter,
-}
-
 /// The pools of one gateway.
 #[derive(Debug)]
 pub struct PoolManager {
@@ -107,12 +100,18 @@ pub struct PoolManager {
     started: Instant,
     /// Seconds a creation takes, smoothed; the forecast's refill time.
     refill_secs: Mutex<f64>,
-    pub metrics: PoolMetrics,
+    launches: Arc<LaunchMetrics>,
+    /// Creation tasks not yet finished, for a shutdown to wait on.
+    in_flight: AtomicUsize,
 }
 
 impl PoolManager {
     /// Creates the configured pools and starts the background task that fills them.
-    pub fn start(backend: Arc<dyn Backend>, config: PoolConfig) -> Arc<Self> {
+    pub fn start(
+        backend: Arc<dyn Backend>,
+        config: PoolConfig,
+        launches: Arc<LaunchMetrics>,
+    ) -> Arc<Self> {
         let manager = Arc::new(PoolManager {
             backend,
             refills: Arc::new(Semaphore::new(config.refill_parallelism.max(1))),
@@ -124,7 +123,8 @@ impl PoolManager {
             closed: AtomicBool::new(false),
             started: Instant::now(),
             refill_secs: Mutex::new(0.3),
-            metrics: PoolMetrics::default(),
+            launches,
+            in_flight: AtomicUsize::new(0),
         });
         for def in &manager.config.pools {
             let pool = Pool::new(def.name.clone(), def.spec.clone(), def.min, def.max, true);
@@ -152,33 +152,39 @@ impl PoolManager {
         self.started.elapsed().as_secs_f64()
     }
 
-    /// The pool for `spec`'s key, made on demand if allowed.
-    fn pool_for(&self, spec: &SandboxSpec) -> Option<Arc<Pool>> {
-        let key = PoolKey::of(spec);
-        if let Some(p) = self.pools.read().expect("pools lock").get(&key) {
-            return Some(p.clone());
-        }
-        if !self.config.on_demand {
-            return None;
-        }
+    fn existing(&self, spec: &SandboxSpec) -> Option<Arc<Pool>> {
+        self.pools
+            .read()
+            .expect("pools lock")
+            .get(&PoolKey::of(spec))
+            .cloned()
+    }
+
+    /// Makes an on-demand pool for `spec`'s key, within the cap, counting this arrival. Only
+    /// after a sandbox of the key was made: a key whose image cannot be had gets no pool, and
+    /// so no refills that fail over and over.
+    fn adopt(&self, spec: &SandboxSpec) {
         let mut pools = self.pools.write().expect("pools lock");
-        let on_demand = pools.values().filter(|p| !p.configured).count();
-        if let Some(p) = pools.get(&key) {
-            return Some(p.clone());
+        let key = PoolKey::of(spec);
+        if pools.contains_key(&key)
+            || pools.values().filter(|p| !p.configured).count() >= self.config.max_on_demand_pools
+        {
+            return;
         }
-        if on_demand >= self.config.max_on_demand_pools {
-            return None;
-        }
-        let pool = Arc::new(Pool::new(
+        let pool = Pool::new(
             key.name(),
             spec.clone(),
             0,
             self.config.on_demand_max,
             false,
-        ));
+        );
+        pool.state
+            .lock()
+            .expect("pool lock")
+            .forecast
+            .observe(self.now_s());
         info!(pool = %pool.name, "on-demand pool created");
-        pools.insert(key, pool.clone());
-        Some(pool)
+        pools.insert(key, Arc::new(pool));
     }
 
     /// A sandbox for `spec`: a ready one from the pool (`Warm`), or the first to become ready
@@ -193,9 +199,13 @@ impl PoolManager {
                 retry_after: Duration::from_secs(1),
             });
         }
-        let Some(pool) = self.pool_for(spec) else {
-            // No pool may be made for this key: a plain cold start.
-            return Ok((self.launch(spec).await?, StartKind::Cold));
+        let Some(pool) = self.existing(spec) else {
+            // No pool for this key yet: a plain cold start, and a pool if one may be made.
+            let sandbox = self.launch(spec).await?;
+            if self.config.on_demand {
+                self.adopt(spec);
+            }
+            return Ok((sandbox, StartKind::Cold));
         };
         let rx = {
             let mut st = pool.state.lock().expect("pool lock");
@@ -237,15 +247,10 @@ impl PoolManager {
 
     async fn launch(&self, spec: &SandboxSpec) -> Result<Box<dyn Sandbox>> {
         let t0 = Instant::now();
-        let r = self.backend.launch(spec).await;
-        match &r {
-            Ok(_) => {
-                let took = t0.elapsed();
-                self.metrics.create_latency.observe(took);
-                let mut s = self.refill_secs.lock().expect("refill lock");
-                *s = 0.8 * *s + 0.2 * took.as_secs_f64();
-            }
-            Err(_) => self.metrics.create_failures.inc(),
+        let r = self.launches.launch(self.backend.as_ref(), spec).await;
+        if r.is_ok() {
+            let mut s = self.refill_secs.lock().expect("refill lock");
+            *s = 0.8 * *s + 0.2 * t0.elapsed().as_secs_f64();
         }
         r
     }
@@ -254,6 +259,7 @@ impl PoolManager {
     /// already been counted by the caller.
     fn spawn_create(self: &Arc<Self>, pool: Arc<Pool>, refill: bool) {
         let manager = self.clone();
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
         tokio::spawn(async move {
             let _permit = if refill {
                 manager.refills.clone().acquire_owned().await.ok()
@@ -276,6 +282,7 @@ impl PoolManager {
                     .pooled_memory_mb
                     .fetch_sub(pool.spec.limits.memory_mb, Ordering::SeqCst);
             }
+            // After a shutdown this drops the sandbox, which removes it.
             manager.deliver(
                 &pool,
                 result.map(|sandbox| Pooled {
@@ -283,6 +290,7 @@ impl PoolManager {
                     born: Instant::now(),
                 }),
             );
+            manager.in_flight.fetch_sub(1, Ordering::SeqCst);
         });
     }
 
@@ -438,6 +446,11 @@ impl PoolManager {
             .iter()
             .filter(|s| s.configured)
             .all(|s| s.ready >= s.min)
+    }
+
+    /// Creations still running (for a shutdown: what they make is removed when they end).
+    pub fn creations_in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
     }
 
     /// Stops refilling and removes every ready sandbox. Waiting requests get an error.

@@ -130,7 +130,10 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let max_c = args.concurrency.iter().copied().max().unwrap_or(1).max(1);
     let mut probe = Config::default();
     probe.docker.host = args.docker_host.clone();
-    let backend = Arc::new(DockerBackend::connect(probe.docker.to_backend_config()).await?);
+    // The baselines need no channel socket; without one, no live gateway's sockets are touched.
+    let mut probe_config = probe.docker.to_backend_config();
+    probe_config.channel_dir = None;
+    let backend = Arc::new(DockerBackend::connect(probe_config).await?);
     let exec_target = baseline::start_exec_target(&backend, &args.image).await?;
     let cold = gateway(&args, "cold", None).await?;
     let warm = gateway(&args, "warm", Some(max_c)).await?;
@@ -197,6 +200,34 @@ async fn measure(
         }
         println!(
             "| {c} | {} | {:.2} | {:.2} | {:.2} | {:.0} % |",
+            s.len(),
+            s.p(50.0),
+            s.p(90.0),
+            s.p(99.0),
+            100.0 * warm_runs as f64 / s.len() as f64
+        );
+    }
+
+    println!();
+    println!(
+        "Kiln warm, sequential and paced, without waiting for the engine to settle: the previous \
+         run's removal and the pool's refill may overlap the next run"
+    );
+    println!();
+    println!("| pace | runs | p50 ms | p90 ms | p99 ms | warm |");
+    println!("| --- | ---: | ---: | ---: | ---: | ---: |");
+    for per_sec in [5u64, 20] {
+        settle_both(cold, warm, full).await?;
+        let (mut s, mut warm_runs) = (Samples::default(), 0);
+        let mut tick = tokio::time::interval(Duration::from_millis(1000 / per_sec));
+        for _ in 0..args.iterations {
+            tick.tick().await;
+            let (ms, was_warm) = bench.warm_once().await?;
+            s.push(ms);
+            warm_runs += usize::from(was_warm);
+        }
+        println!(
+            "| {per_sec} runs/s | {} | {:.2} | {:.2} | {:.2} | {:.0} % |",
             s.len(),
             s.p(50.0),
             s.p(90.0),

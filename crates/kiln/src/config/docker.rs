@@ -78,6 +78,11 @@ impl DockerSection {
         Ok(())
     }
 
+    /// Whether the engine is reached over the network (and so cannot share a socket file).
+    pub fn is_remote(&self) -> bool {
+        self.host.starts_with("tcp://") || self.host.starts_with("http://")
+    }
+
     /// The kiln-init path to bind-mount: absolute, since Docker needs one.
     pub fn resolved_init_path(&self) -> PathBuf {
         let p = self.init_path.clone().unwrap_or_else(|| {
@@ -98,7 +103,7 @@ impl DockerSection {
             pull_timeout: Duration::from_millis(self.pull_timeout_ms),
             kill_grace: Duration::from_millis(self.kill_grace_ms),
             // A socket on this host is no use to a remote engine: attach there.
-            channel_dir: (self.channel == ChannelKind::Socket && !self.host.starts_with("tcp://"))
+            channel_dir: (self.channel == ChannelKind::Socket && !self.is_remote())
                 .then(|| self.channel_dir.join(&self.gateway_id)),
             ..DockerConfig::default()
         }

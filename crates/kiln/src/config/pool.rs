@@ -134,6 +134,18 @@ impl PoolSection {
                 max: e.max,
             });
         }
+        let mins: usize = pools.iter().map(|p| p.min).sum();
+        let min_memory: u64 = pools
+            .iter()
+            .map(|p| p.min as u64 * p.spec.limits.memory_mb)
+            .sum();
+        if mins > self.max_pooled || min_memory > self.max_pooled_memory_mb {
+            return Err(ConfigError::Invalid(format!(
+                "the pools' minimums ({mins} sandboxes, {min_memory} MiB of memory limits) exceed \
+                 pool.max_pooled ({}) or pool.max_pooled_memory_mb ({})",
+                self.max_pooled, self.max_pooled_memory_mb
+            )));
+        }
         Ok(Some(PoolConfig {
             pools,
             on_demand: self.on_demand,

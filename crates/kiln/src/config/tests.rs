@@ -64,3 +64,18 @@ fn bad_values_are_refused_with_their_name() {
         Err(ConfigError::Override(_))
     ));
 }
+
+#[test]
+fn pool_minimums_must_fit_the_global_caps() {
+    let e = load("[pool]\nmax_pooled = 3\n", &[], &[]).unwrap_err();
+    assert!(e.to_string().contains("pool.max_pooled"), "{e}");
+    let e = load(
+        "[[pool.pools]]\nimage = \"x\"\nmin = 5\nmax = 2\n",
+        &[],
+        &[],
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("min 5 is above max 2"), "{e}");
+    let c = load("[pool]\nenabled = false\nmax_pooled = 0\n", &[], &[]).unwrap();
+    assert!(c.pool_config().unwrap().is_none());
+}

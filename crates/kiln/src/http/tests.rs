@@ -53,6 +53,7 @@ fn state(stub: Stub, queue_size: usize) -> AppState {
             queue_timeout: Duration::from_millis(200),
         },
         None,
+        Default::default(),
     );
     AppState::new(
         Arc::new(executor),
