@@ -6,6 +6,13 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/ensure-docker.sh
+# The cache's L3 tests start their own Redis server from Debian's package.
+if ! command -v redis-server >/dev/null 2>&1; then
+  echo "[test] installing Debian's redis-server" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq redis-server >/dev/null
+fi
 scripts/images.sh busybox python
 KILN_INIT_PATH=$(scripts/build-init.sh)
 export KILN_INIT_PATH
