@@ -13,9 +13,9 @@ mod validate;
 
 pub use error::{ErrorBody, ErrorDetail, ValidationError};
 pub use limits::{Limits, LimitsRequest, Policy};
-pub use request::{Encoding, ExecuteRequest, FileMode, FileSpec};
+pub use request::{CacheMode, Encoding, ExecuteRequest, FileMode, FileSpec};
 pub use response::{
-    signal_name, ExecuteResponse, InvalidUtf8, RunStatus, SandboxInfo, StartKind, Timings,
-    Truncated, Usage,
+    signal_name, CacheInfo, ExecuteResponse, InvalidUtf8, RunStatus, SandboxInfo, StartKind,
+    Timings, Truncated, Usage,
 };
 pub use validate::{ExecSpec, ResolvedFile, DEFAULT_WORKDIR};

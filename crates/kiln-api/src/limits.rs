@@ -180,6 +180,8 @@ pub struct Policy {
     pub allow_network: bool,
     /// Most files one request may carry.
     pub max_files: usize,
+    /// How a request that names no `cache` mode uses the cache.
+    pub default_cache: crate::CacheMode,
 }
 
 impl Default for Policy {
@@ -189,6 +191,7 @@ impl Default for Policy {
             maxima: Limits::MAXIMUM,
             allow_network: false,
             max_files: 1000,
+            default_cache: crate::CacheMode::Off,
         }
     }
 }

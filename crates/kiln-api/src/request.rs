@@ -31,6 +31,23 @@ pub struct ExecuteRequest {
     pub limits: Option<LimitsRequest>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub network: Option<bool>,
+    /// Whether to read (`use`) or only write (`refresh`) the result cache; the server's default
+    /// when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheMode>,
+}
+
+/// How a run uses the result cache.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CacheMode {
+    /// Neither read nor write.
+    #[default]
+    Off,
+    /// Answer from the cache when it holds the result; store a new `ok` result.
+    Use,
+    /// Run anyway and store the new `ok` result.
+    Refresh,
 }
 
 /// A file written under the working directory before the run.

@@ -23,6 +23,16 @@ pub struct ExecuteResponse {
     pub invalid_utf8: InvalidUtf8,
     pub sandbox: SandboxInfo,
     pub usage: Usage,
+    #[serde(default)]
+    pub cache: CacheInfo,
+}
+
+/// Where the answer came from: `tier` is `l1`, `l2` or `l3` for a cached answer and `null` for
+/// a run; `key` is the run's cache key when caching was asked for.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CacheInfo {
+    pub tier: Option<String>,
+    pub key: Option<String>,
 }
 
 /// How a run ended.

@@ -25,6 +25,8 @@ pub struct ExecSpec {
     pub workdir: String,
     pub limits: Limits,
     pub network: bool,
+    /// Not part of the cache key: it says how to use the cache, not what the run is.
+    pub cache: crate::CacheMode,
 }
 
 /// A request file with its content decoded and its path normalised (relative, no `.` or `..`).
@@ -87,6 +89,7 @@ impl ExecuteRequest {
             workdir,
             limits,
             network,
+            cache: self.cache.unwrap_or(policy.default_cache),
         })
     }
 }

@@ -138,6 +138,12 @@ impl Cache {
         failed
     }
 
+    /// Empties the tier named `name` (`l1`, `l2`, `l3`) only; `None` if there is no such tier.
+    pub async fn purge_tier(&self, name: &str) -> Option<Result<(), TierError>> {
+        let (tier, _) = self.tiers.iter().find(|(t, _)| t.name() == name)?;
+        Some(tier.purge().await)
+    }
+
     /// Each tier's name, contents and counters, in read order.
     pub fn tiers(&self) -> impl Iterator<Item = (&'static str, TierStats, &TierCounters)> {
         self.tiers.iter().map(|(t, c)| (t.name(), t.stats(), c))

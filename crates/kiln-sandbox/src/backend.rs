@@ -27,6 +27,10 @@ pub trait Backend: Send + Sync + std::fmt::Debug {
     /// Succeeds when the engine answers.
     async fn ping(&self) -> Result<()>;
 
+    /// The id of the local image `image` names (`sha256:…`), `None` when it is not present;
+    /// never pulls.
+    async fn image_id(&self, image: &str) -> Result<Option<String>>;
+
     /// Whether `image` is present locally; never pulls.
     async fn has_image(&self, image: &str) -> Result<bool>;
 

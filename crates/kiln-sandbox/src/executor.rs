@@ -308,6 +308,7 @@ fn response(
             stderr: stderr.truncated || exit.stderr_truncated,
         },
         sandbox,
+        cache: Default::default(),
         usage: Usage {
             // A report the host made up (backstop kill, kiln-init OOM-killed) has no usage.
             cpu_ms: (exit.run_us > 0).then_some(exit.cpu_ms),
@@ -378,6 +379,9 @@ mod tests {
         }
         async fn ping(&self) -> Result<()> {
             Ok(())
+        }
+        async fn image_id(&self, _: &str) -> Result<Option<String>> {
+            Ok(None)
         }
         async fn has_image(&self, _: &str) -> Result<bool> {
             Ok(true)

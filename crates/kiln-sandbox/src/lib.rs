@@ -18,4 +18,5 @@ pub mod pool;
 pub use backend::{Backend, RunOutcome, Sandbox, SandboxSpec};
 pub use error::{Error, Result};
 pub use executor::{Admission, Executor, ExecutorConfig};
+pub use kiln_proto::PROTOCOL_VERSION;
 pub use output::Collected;

@@ -5,4 +5,5 @@ pub mod bench;
 pub mod client;
 pub mod config;
 pub mod http;
+pub mod results;
 pub mod serve;

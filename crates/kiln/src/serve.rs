@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::http::{app, AppState};
+use crate::results::ResultCache;
 
 /// How long a shutdown waits for creations and removals in flight before its final sweep.
 const SHUTDOWN_DRAIN: Duration = Duration::from_secs(15);
@@ -72,12 +73,14 @@ pub async fn start(config: Config, signals: bool) -> anyhow::Result<Running> {
         pool.clone(),
         launches,
     ));
+    let results = Arc::new(ResultCache::open(&config.cache, &init_path));
     let state = AppState::new(
         executor,
         config.policy(),
         config.server.max_body_bytes,
         config.images.required.clone(),
         init_path,
+        results,
     );
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await

@@ -148,6 +148,16 @@ impl Backend for DockerBackend {
             .map_err(|e| Error::Unavailable(e.to_string()))
     }
 
+    async fn image_id(&self, image: &str) -> Result<Option<String>> {
+        match self.client().await?.inspect_image(image).await {
+            Ok(i) => Ok(i.id),
+            Err(bollard::errors::Error::DockerResponseServerError {
+                status_code: 404, ..
+            }) => Ok(None),
+            Err(e) => Err(engine_error("inspect image", image, e)),
+        }
+    }
+
     async fn has_image(&self, image: &str) -> Result<bool> {
         match self.client().await?.inspect_image(image).await {
             Ok(_) => Ok(true),

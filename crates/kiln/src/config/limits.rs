@@ -66,6 +66,7 @@ impl super::Config {
             maxima: self.limits.maxima(),
             allow_network: self.network.allow,
             max_files: self.limits.max_files,
+            default_cache: self.cache.default_mode,
         }
     }
 }

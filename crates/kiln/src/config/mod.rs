@@ -4,6 +4,7 @@
 //! file: `KILN__LIMITS__MAX__MEMORY_MB=1024` in the environment or `--set limits.max.memory_mb=1024`
 //! on the command line; the common ones also have their own flags (`kiln serve --help`).
 
+mod cache;
 mod docker;
 mod limits;
 mod pool;
@@ -13,6 +14,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub use cache::CacheSection;
 pub use docker::{ChannelKind, DockerSection};
 pub use limits::{LimitsSection, NetworkSection};
 pub use pool::{PoolEntry, PoolSection};
@@ -28,6 +30,7 @@ pub struct Config {
     pub network: NetworkSection,
     pub images: ImagesSection,
     pub pool: PoolSection,
+    pub cache: CacheSection,
 }
 
 /// Images the gateway expects to be present; `/ready` reports each.
@@ -102,6 +105,7 @@ impl Config {
         self.server.validate()?;
         self.docker.validate()?;
         self.limits.validate()?;
+        self.cache.validate()?;
         self.pool_config()?;
         Ok(())
     }

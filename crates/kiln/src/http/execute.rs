@@ -3,7 +3,7 @@ use std::time::Instant;
 use axum::body::{to_bytes, Body};
 use axum::extract::State;
 use axum::Json;
-use kiln_api::{ExecuteRequest, ExecuteResponse, ValidationError};
+use kiln_api::{CacheMode, ExecSpec, ExecuteRequest, ExecuteResponse, ValidationError};
 use tracing::Instrument;
 
 use super::{ApiError, AppState};
@@ -17,16 +17,44 @@ pub(super) async fn execute(
     let received = Instant::now();
     let request = decode(body, state.inner.max_body_bytes).await?;
     let spec = request.validate(&state.inner.policy)?;
+    Ok(Json(run(&state, spec, received).await?))
+}
+
+/// Answers `spec` from the cache or by running it, as its cache mode says.
+pub(super) async fn run(
+    state: &AppState,
+    spec: ExecSpec,
+    received: Instant,
+) -> Result<ExecuteResponse, ApiError> {
+    let results = state.results().clone();
+    let key = match spec.cache {
+        CacheMode::Off => None,
+        CacheMode::Use | CacheMode::Refresh => {
+            results
+                .key(state.executor().backend().as_ref(), &spec)
+                .await
+        }
+    };
+    if let (CacheMode::Use, Some(key)) = (spec.cache, &key) {
+        if let Some(mut hit) = results.lookup(key).await {
+            hit.duration_ms = (received.elapsed().as_secs_f64() * 1e6).round() / 1e3;
+            return Ok(hit);
+        }
+    }
     // The run goes on in its own task: a client that disconnects drops this future, never the
     // run halfway through creating its container. The sandbox is removed either way.
     let executor = state.executor().clone();
-    let run = tokio::spawn(
+    let task = tokio::spawn(
         async move { executor.execute(spec, received).await }.instrument(tracing::Span::current()),
     );
-    let response = run
+    let mut response = task
         .await
         .map_err(|e| ApiError::Internal(format!("run task failed: {e}")))??;
-    Ok(Json(response))
+    if let Some(key) = key {
+        results.store(&key, &response);
+        response.cache.key = Some(key.hex());
+    }
+    Ok(response)
 }
 
 pub(super) async fn decode(body: Body, limit: usize) -> Result<ExecuteRequest, ApiError> {

@@ -18,6 +18,8 @@ use axum::routing::{get, post};
 use axum::Router;
 use kiln_api::Policy;
 use kiln_sandbox::Executor;
+
+use crate::results::ResultCache;
 use tracing::{info, info_span, Instrument};
 
 pub use error::ApiError;
@@ -35,6 +37,7 @@ struct Shared {
     max_body_bytes: usize,
     required_images: Vec<String>,
     init_path: PathBuf,
+    results: Arc<ResultCache>,
 }
 
 impl AppState {
@@ -44,6 +47,7 @@ impl AppState {
         max_body_bytes: usize,
         required_images: Vec<String>,
         init_path: PathBuf,
+        results: Arc<ResultCache>,
     ) -> Self {
         AppState {
             inner: Arc::new(Shared {
@@ -52,8 +56,13 @@ impl AppState {
                 max_body_bytes,
                 required_images,
                 init_path,
+                results,
             }),
         }
+    }
+
+    pub fn results(&self) -> &Arc<ResultCache> {
+        &self.inner.results
     }
 
     pub fn executor(&self) -> &Arc<Executor> {
@@ -69,6 +78,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(observe::metrics))
         .route("/api/v1/pools", get(observe::pools))
         .route("/api/v1/execute", post(execute::execute))
+        .route("/api/v1/cache", axum::routing::delete(observe::purge_cache))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
         .layer(middleware::from_fn(trace_request))

@@ -8,10 +8,70 @@ use super::AppState;
 
 /// `GET /metrics`: Prometheus' text format.
 pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        kiln_sandbox::metrics::render(state.executor()),
-    )
+    let mut out = kiln_sandbox::metrics::render(state.executor());
+    render_cache(&mut out, state.results().cache());
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
+}
+
+/// A per-tier figure: metric name, help text, and how to read it.
+type Figure<T> = (&'static str, &'static str, fn(&T) -> u64);
+
+fn render_cache(out: &mut String, cache: &kiln_cache::Cache) {
+    use kiln_sandbox::metrics::header;
+    use std::fmt::Write as _;
+    use std::sync::atomic::Ordering::Relaxed;
+    let tiers: Vec<_> = cache.tiers().collect();
+    let counters: [Figure<kiln_cache::TierCounters>; 4] = [
+        (
+            "kiln_cache_hits_total",
+            "Cache reads answered by the tier.",
+            |c| c.hits.load(Relaxed),
+        ),
+        (
+            "kiln_cache_misses_total",
+            "Cache reads the tier could not answer.",
+            |c| c.misses.load(Relaxed),
+        ),
+        (
+            "kiln_cache_errors_total",
+            "Reads and writes skipped because the tier failed (down, slow, full).",
+            |c| c.errors.load(Relaxed),
+        ),
+        (
+            "kiln_cache_corrupt_total",
+            "Entries that did not check out, deleted.",
+            |c| c.corrupt.load(Relaxed),
+        ),
+    ];
+    for (name, help, get) in counters {
+        header(out, name, "counter", help);
+        for (tier, _, c) in &tiers {
+            let _ = writeln!(out, "{name}{{tier=\"{tier}\"}} {}", get(c));
+        }
+    }
+    let gauges: [Figure<kiln_cache::TierStats>; 3] = [
+        (
+            "kiln_cache_entries",
+            "Entries held by the tier (0 where it cannot tell).",
+            |s| s.entries,
+        ),
+        (
+            "kiln_cache_bytes",
+            "Bytes held by the tier (0 where it cannot tell).",
+            |s| s.bytes,
+        ),
+        (
+            "kiln_cache_evictions_total",
+            "Entries the tier evicted for room or age.",
+            |s| s.evictions,
+        ),
+    ];
+    for (name, help, get) in gauges {
+        header(out, name, "gauge", help);
+        for (tier, stats, _) in &tiers {
+            let _ = writeln!(out, "{name}{{tier=\"{tier}\"}} {}", get(stats));
+        }
+    }
 }
 
 /// `GET /api/v1/pools`: the same pool figures as `/metrics`, as JSON.
@@ -40,4 +100,54 @@ pub(super) async fn pools(State(state): State<AppState>) -> Json<Value> {
         })
         .collect();
     Json(json!({"enabled": true, "pools": pools}))
+}
+
+#[derive(Debug, serde::Deserialize)]
+pub(super) struct PurgeQuery {
+    key: Option<String>,
+    tier: Option<String>,
+}
+
+/// `DELETE /api/v1/cache[?key=…][&tier=l1|l2|l3]`: empties every tier, or removes one key from
+/// every tier, or empties one tier.
+pub(super) async fn purge_cache(
+    State(state): State<AppState>,
+    axum::extract::Query(q): axum::extract::Query<PurgeQuery>,
+) -> Result<Json<Value>, super::ApiError> {
+    let cache = state.results().cache();
+    if let Some(tier) = &q.tier {
+        let done = cache.purge_tier(tier).await.ok_or_else(|| {
+            super::ApiError::Invalid(kiln_api::ValidationError {
+                code: "invalid_field",
+                field: "tier".into(),
+                message: format!(
+                    "no cache tier {tier:?}; the tiers are l1, l2 and l3 (where configured)"
+                ),
+                maximum: None,
+            })
+        })?;
+        let failed: Vec<&str> = if done.is_err() {
+            vec![tier.as_str()]
+        } else {
+            vec![]
+        };
+        return Ok(Json(json!({"purged": tier, "failed_tiers": failed})));
+    }
+    let failed = match &q.key {
+        Some(hex) => {
+            let key = kiln_cache::CacheKey::parse(hex).ok_or_else(|| {
+                super::ApiError::Invalid(kiln_api::ValidationError {
+                    code: "invalid_field",
+                    field: "key".into(),
+                    message: "key must be the 64 hex digits of a cache key".into(),
+                    maximum: None,
+                })
+            })?;
+            cache.delete(&key).await
+        }
+        None => cache.purge().await,
+    };
+    Ok(Json(
+        json!({"purged": q.key.as_deref().unwrap_or("all"), "failed_tiers": failed}),
+    ))
 }

@@ -30,6 +30,9 @@ impl Backend for Stub {
     async fn ping(&self) -> kiln_sandbox::Result<()> {
         Err(Error::Unavailable("stub engine is down".into()))
     }
+    async fn image_id(&self, _: &str) -> kiln_sandbox::Result<Option<String>> {
+        Ok(None)
+    }
     async fn has_image(&self, _: &str) -> kiln_sandbox::Result<bool> {
         Ok(false)
     }
@@ -55,12 +58,21 @@ fn state(stub: Stub, queue_size: usize) -> AppState {
         None,
         Default::default(),
     );
+    let section = crate::config::CacheSection {
+        l2_path: None,
+        ..Default::default()
+    };
+    let results = Arc::new(crate::results::ResultCache::open(
+        &section,
+        std::path::Path::new("/nonexistent"),
+    ));
     AppState::new(
         Arc::new(executor),
         Policy::default(),
         4096,
         vec!["kiln/busybox".into()],
         "/nonexistent".into(),
+        results,
     )
 }
 

@@ -40,6 +40,8 @@ pub fn test_config(tag: &str) -> Config {
     c.images.required = vec![BUSYBOX.into(), PYTHON.into()];
     // Every run cold unless a test asks for pools: the cold path is what these tests pin down.
     c.pool.enabled = false;
+    // No shared on-disk cache store between tests; the cache tests give theirs a directory.
+    c.cache.l2_path = None;
     c
 }
 
