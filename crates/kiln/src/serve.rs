@@ -81,7 +81,8 @@ pub async fn start(config: Config, signals: bool) -> anyhow::Result<Running> {
         config.images.required.clone(),
         init_path,
         results,
-    );
+    )
+    .with_max_batch(config.server.max_batch);
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;

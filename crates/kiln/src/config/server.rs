@@ -23,6 +23,8 @@ pub struct ServerSection {
     pub queue_timeout_ms: u64,
     /// How long in-flight runs may take to finish on SIGTERM.
     pub shutdown_grace_ms: u64,
+    /// Most requests in one `POST /api/v1/execute/batch`.
+    pub max_batch: usize,
 }
 
 impl Default for ServerSection {
@@ -34,6 +36,7 @@ impl Default for ServerSection {
             queue_size: DEFAULT_QUEUE_SIZE,
             queue_timeout_ms: DEFAULT_QUEUE_TIMEOUT_MS,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
+            max_batch: crate::http::DEFAULT_MAX_BATCH,
         }
     }
 }

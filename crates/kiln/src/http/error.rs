@@ -30,6 +30,23 @@ pub enum ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        let (status, body, retry_after) = self.parts();
+        let mut res = (status, Json(body)).into_response();
+        if let Some(after) = retry_after {
+            let secs = after.as_secs().max(1).to_string();
+            res.headers_mut().insert(
+                header::RETRY_AFTER,
+                HeaderValue::from_str(&secs).expect("digits"),
+            );
+        }
+        res
+    }
+}
+
+impl ApiError {
+    /// The status, the body and the `Retry-After` this error is answered with; a batch item
+    /// that fails carries the same body.
+    pub fn parts(self) -> (StatusCode, ErrorBody, Option<Duration>) {
         use kiln_sandbox::Error as S;
         let message = self.to_string();
         let (status, body, retry_after) = match self {
@@ -94,15 +111,7 @@ impl IntoResponse for ApiError {
                 internal()
             }
         };
-        let mut res = (status, Json(body)).into_response();
-        if let Some(after) = retry_after {
-            let secs = after.as_secs().max(1).to_string();
-            res.headers_mut().insert(
-                header::RETRY_AFTER,
-                HeaderValue::from_str(&secs).expect("digits"),
-            );
-        }
-        res
+        (status, body, retry_after)
     }
 }
 

@@ -15,7 +15,8 @@ pub(super) async fn execute(
     body: Body,
 ) -> Result<Json<ExecuteResponse>, ApiError> {
     let received = Instant::now();
-    let request = decode(body, state.inner.max_body_bytes).await?;
+    let bytes = read_body(body, state.inner.max_body_bytes).await?;
+    let request = decode(&bytes)?;
     let spec = request.validate(&state.inner.policy)?;
     Ok(Json(run(&state, spec, received).await?))
 }
@@ -57,16 +58,20 @@ pub(super) async fn run(
     Ok(response)
 }
 
-pub(super) async fn decode(body: Body, limit: usize) -> Result<ExecuteRequest, ApiError> {
-    let bytes = to_bytes(body, limit).await.map_err(|e| {
+/// The whole body, within `limit` bytes.
+pub(super) async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
+    to_bytes(body, limit).await.map_err(|e| {
         if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
         {
             ApiError::TooLarge(limit)
         } else {
             ApiError::BodyRead(e.to_string())
         }
-    })?;
-    let de = &mut serde_json::Deserializer::from_slice(&bytes);
+    })
+}
+
+pub(super) fn decode(bytes: &[u8]) -> Result<ExecuteRequest, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let path = e.path().to_string();
         let inner = e.into_inner();

@@ -1,5 +1,6 @@
 //! The gateway's HTTP surface: `fn app(state) -> Router`, its handlers and its error type.
 
+mod batch;
 mod error;
 mod execute;
 mod health;
@@ -24,6 +25,9 @@ use tracing::{info, info_span, Instrument};
 
 pub use error::ApiError;
 
+/// The most requests a batch may carry unless the config says otherwise.
+pub const DEFAULT_MAX_BATCH: usize = 32;
+
 /// What every handler shares.
 #[derive(Debug, Clone)]
 pub struct AppState {
@@ -35,6 +39,7 @@ struct Shared {
     executor: Arc<Executor>,
     policy: Policy,
     max_body_bytes: usize,
+    max_batch: usize,
     required_images: Vec<String>,
     init_path: PathBuf,
     results: Arc<ResultCache>,
@@ -54,11 +59,20 @@ impl AppState {
                 executor,
                 policy,
                 max_body_bytes,
+                max_batch: DEFAULT_MAX_BATCH,
                 required_images,
                 init_path,
                 results,
             }),
         }
+    }
+
+    /// The most requests one batch may carry.
+    pub fn with_max_batch(mut self, max: usize) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("set before the state is shared")
+            .max_batch = max;
+        self
     }
 
     pub fn results(&self) -> &Arc<ResultCache> {
@@ -78,6 +92,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(observe::metrics))
         .route("/api/v1/pools", get(observe::pools))
         .route("/api/v1/execute", post(execute::execute))
+        .route("/api/v1/execute/batch", post(batch::batch))
         .route("/api/v1/cache", axum::routing::delete(observe::purge_cache))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
