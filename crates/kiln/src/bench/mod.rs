@@ -9,6 +9,7 @@
 //! 3. The sustained rate of fresh-sandbox runs with the pool refilling.
 //! 4. The memory one idle pooled sandbox costs.
 
+mod cache;
 mod memory;
 mod paths;
 mod stats;
@@ -50,6 +51,9 @@ pub struct BenchArgs {
     /// Idle pooled sandboxes for the memory measurement (0 skips it).
     #[arg(long, default_value_t = 20)]
     pub idle_sandboxes: usize,
+    /// Measure the result cache only (misses against hits from each tier).
+    #[arg(long)]
+    pub cache: bool,
     /// kiln-init for the in-process gateways.
     #[arg(long, env = "KILN_INIT_PATH")]
     pub init_path: Option<PathBuf>,
@@ -128,6 +132,9 @@ fn url(gw: &Running) -> String {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    if args.cache {
+        return cache::run(&args).await;
+    }
     let max_c = args.concurrency.iter().copied().max().unwrap_or(1).max(1);
     let mut probe = Config::default();
     probe.docker.host = args.docker_host.clone();
