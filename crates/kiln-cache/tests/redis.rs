@@ -24,6 +24,9 @@ impl Server {
                 "",
                 "--appendonly",
                 "no",
+                // For DEBUG SLEEP, which stands in for a slow server.
+                "--enable-debug-command",
+                "local",
             ])
             .stdout(Stdio::null())
             .spawn()
@@ -133,4 +136,38 @@ async fn l3_hits_promote_and_a_stopped_server_degrades_to_a_miss() {
     );
     l3.purge().await.unwrap();
     assert_eq!(l3.get(&key(3)).await.unwrap(), None);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_server_is_skipped_within_the_timeout() {
+    let port = free_port();
+    let _server = Server::start(port);
+    let url = format!("redis://127.0.0.1:{port}/");
+    let l3 =
+        Arc::new(Redis::new(&url, Duration::from_millis(200), Duration::from_secs(60)).unwrap());
+    let cache = Cache::new(vec![l3.clone()]);
+    cache.put_now(&key(1), b"x").await;
+    assert!(cache.get(&key(1)).await.is_some());
+    // The server stalls for 2 s; a read gives up after the 200 ms timeout.
+    let mut stall = Command::new("redis-cli")
+        .args(["-p", &port.to_string(), "DEBUG", "SLEEP", "2"])
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("redis-cli (Debian's redis-tools, installed with redis-server)");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let t0 = Instant::now();
+    assert_eq!(cache.get(&key(1)).await, None);
+    let took = t0.elapsed();
+    assert!(took < Duration::from_millis(1500), "took {took:?}");
+    assert!(
+        cache
+            .tiers()
+            .next()
+            .unwrap()
+            .2
+            .errors
+            .load(Ordering::Relaxed)
+            >= 1
+    );
+    stall.wait().unwrap();
 }

@@ -31,7 +31,7 @@ environment variables, then from the flags below and `--set section.key=value`.\
 \n\
 Sections and keys (defaults in brackets):\n\
   [server]  listen [\"0.0.0.0:8080\"], max_body_bytes [16777216], max_concurrent [8],\n\
-            queue_size [64], queue_timeout_ms [30000], shutdown_grace_ms [30000]\n\
+            queue_size [64], queue_timeout_ms [30000], shutdown_grace_ms [30000], max_batch [32]\n\
   [docker]  host [\"unix:///var/run/docker.sock\"], init_path [kiln-init beside this binary],\n\
             user [\"65534:65534\"], gateway_id [\"kiln\"], pull_timeout_ms [60000], kill_grace_ms [2000],\n\
             channel [\"socket\" or \"attach\"], channel_dir [\"/run/kiln\"]\n\
@@ -45,6 +45,10 @@ Sections and keys (defaults in brackets):\n\
             max_age_ms [600000], shrink_after_ms [30000], forget_after_ms [300000]\n\
   [[pool.pools]] image, name, workdir, limits {memory_mb, cpus, pids, tmp_mb}, network,\n\
             min [2], max [8]; default: kiln/busybox and kiln/python at the default limits\n\
+  [cache]   default_mode [\"off\" | \"use\" | \"refresh\"], l1_max_bytes [67108864], l1_ttl_ms [300000],\n\
+            l2_path [\"/var/lib/kiln/cache.redb\"; \"\": no L2], l2_max_bytes [1073741824],\n\
+            l2_ttl_ms [604800000], redis_url [unset: no L3], redis_timeout_ms [50],\n\
+            redis_ttl_ms [86400000], image_id_ttl_ms [1000]\n\
 ";
 
 #[derive(Debug, Args)]

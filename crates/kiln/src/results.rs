@@ -46,7 +46,12 @@ impl ResultCache {
             section.l1_max_bytes,
             Duration::from_millis(section.l1_ttl_ms),
         ))];
-        if let Some(path) = &section.l2_path {
+        // An empty path turns L2 off (TOML has no null).
+        if let Some(path) = section
+            .l2_path
+            .as_ref()
+            .filter(|p| !p.as_os_str().is_empty())
+        {
             match Disk::open(
                 path,
                 section.l2_max_bytes,

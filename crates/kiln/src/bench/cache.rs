@@ -23,15 +23,29 @@ impl Drop for RedisServer {
 }
 
 fn start_redis() -> anyhow::Result<(RedisServer, u16)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
     let child = Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .stdout(Stdio::null())
         .spawn()
         .context("starting redis-server (Debian's redis-server package)")?;
     let t0 = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        anyhow::ensure!(t0.elapsed() < Duration::from_secs(10), "redis-server did not listen");
+        anyhow::ensure!(
+            t0.elapsed() < Duration::from_secs(10),
+            "redis-server did not listen"
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok((RedisServer(child), port))
@@ -45,26 +59,46 @@ struct Client {
 impl Client {
     async fn run(&self, body: &Value) -> anyhow::Result<(f64, ExecuteResponse)> {
         let t0 = Instant::now();
-        let res = self.http.post(format!("{}/api/v1/execute", self.base)).json(body).send().await?;
+        let res = self
+            .http
+            .post(format!("{}/api/v1/execute", self.base))
+            .json(body)
+            .send()
+            .await?;
         let status = res.status();
         let bytes = res.bytes().await?;
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         if !status.is_success() {
-            bail!("gateway answered {status}: {}", String::from_utf8_lossy(&bytes));
+            bail!(
+                "gateway answered {status}: {}",
+                String::from_utf8_lossy(&bytes)
+            );
         }
         Ok((ms, serde_json::from_slice(&bytes)?))
     }
 
     async fn health(&self) -> anyhow::Result<()> {
-        let res = self.http.get(format!("{}/health", self.base)).send().await?;
+        let res = self
+            .http
+            .get(format!("{}/health", self.base))
+            .send()
+            .await?;
         anyhow::ensure!(res.status().is_success(), "health: {}", res.status());
         res.bytes().await?;
         Ok(())
     }
 
     async fn purge_tier(&self, tier: &str) -> anyhow::Result<()> {
-        let res = self.http.delete(format!("{}/api/v1/cache?tier={tier}", self.base)).send().await?;
-        anyhow::ensure!(res.status().is_success(), "purging {tier}: {}", res.status());
+        let res = self
+            .http
+            .delete(format!("{}/api/v1/cache?tier={tier}", self.base))
+            .send()
+            .await?;
+        anyhow::ensure!(
+            res.status().is_success(),
+            "purging {tier}: {}",
+            res.status()
+        );
         Ok(())
     }
 }
@@ -92,7 +126,10 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     config.cache.redis_url = Some(format!("redis://127.0.0.1:{port}/"));
     config.cache.image_id_ttl_ms = 60_000;
     let gw = crate::serve::start(config, false).await?;
-    let client = Client { http: reqwest::Client::new(), base: format!("http://{}", gw.addr) };
+    let client = Client {
+        http: reqwest::Client::new(),
+        base: format!("http://{}", gw.addr),
+    };
     let result = measure(args, &client, &gw).await;
     gw.shutdown().await?;
     let _ = std::fs::remove_dir_all(&dir);
@@ -105,7 +142,11 @@ fn tempfile_dir() -> anyhow::Result<std::path::PathBuf> {
     Ok(dir)
 }
 
-async fn measure(args: &BenchArgs, client: &Client, gw: &crate::serve::Running) -> anyhow::Result<()> {
+async fn measure(
+    args: &BenchArgs,
+    client: &Client,
+    gw: &crate::serve::Running,
+) -> anyhow::Result<()> {
     let image = &args.image;
     let n = args.iterations;
     let hit_body = json!({"image": image, "argv": ["echo", "cached"], "cache": "use"});
@@ -113,7 +154,13 @@ async fn measure(args: &BenchArgs, client: &Client, gw: &crate::serve::Running) 
     anyhow::ensure!(first.cache.key.is_some(), "the cache is not on");
     tokio::time::sleep(Duration::from_millis(300)).await;
 
-    let labels = ["miss, cold sandbox", "miss, warm sandbox", "hit, L1", "hit, L2", "hit, L3"];
+    let labels = [
+        "miss, cold sandbox",
+        "miss, warm sandbox",
+        "hit, L1",
+        "hit, L2",
+        "hit, L3",
+    ];
     let mut samples = vec![Samples::default(); labels.len()];
     let mut counter = 0u64;
     for i in 0..n {
@@ -122,8 +169,14 @@ async fn measure(args: &BenchArgs, client: &Client, gw: &crate::serve::Running) 
             counter += 1;
             let (body, want) = match idx {
                 // A key seen for the first time, with limits no pool serves: a cold sandbox.
-                0 => (json!({"image": image, "argv": ["echo", counter.to_string()], "limits": {"memory_mb": 200}, "cache": "use"}), None),
-                1 => (json!({"image": image, "argv": ["echo", counter.to_string()], "cache": "use"}), None),
+                0 => (
+                    json!({"image": image, "argv": ["echo", counter.to_string()], "limits": {"memory_mb": 200}, "cache": "use"}),
+                    None,
+                ),
+                1 => (
+                    json!({"image": image, "argv": ["echo", counter.to_string()], "cache": "use"}),
+                    None,
+                ),
                 2 => (hit_body.clone(), Some("l1")),
                 3 => {
                     client.purge_tier("l1").await?;
@@ -158,7 +211,13 @@ async fn measure(args: &BenchArgs, client: &Client, gw: &crate::serve::Running) 
     println!("| --- | ---: | ---: | ---: | ---: |");
     let cold = samples[0].p(50.0);
     for (label, s) in labels.iter().zip(&samples) {
-        println!("| {label} | {:.3} | {:.3} | {:.3} | {:.4}× |", s.p(50.0), s.p(90.0), s.p(99.0), s.p(50.0) / cold);
+        println!(
+            "| {label} | {:.3} | {:.3} | {:.3} | {:.4}× |",
+            s.p(50.0),
+            s.p(90.0),
+            s.p(99.0),
+            s.p(50.0) / cold
+        );
     }
 
     // Throughput of L1 hits: closed loop, a few clients, a few seconds.
@@ -184,6 +243,9 @@ async fn measure(args: &BenchArgs, client: &Client, gw: &crate::serve::Running) 
     }
     let rate = done.load(std::sync::atomic::Ordering::Relaxed) as f64 / t0.elapsed().as_secs_f64();
     println!();
-    println!("L1 hits through HTTP: {rate:.0} per second ({clients} keep-alive clients, {} s)", span.as_secs());
+    println!(
+        "L1 hits through HTTP: {rate:.0} per second ({clients} keep-alive clients, {} s)",
+        span.as_secs()
+    );
     Ok(())
 }
