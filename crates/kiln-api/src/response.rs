@@ -90,6 +90,9 @@ pub struct InvalidUtf8 {
 pub struct SandboxInfo {
     pub id: String,
     pub start: StartKind,
+    /// The id of the image the sandbox ran (`sha256:…`), where the backend reports it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub image_id: Option<String>,
 }
 
 /// Whether the sandbox was waiting in a pool (`warm`) or made for this run (`cold`).

@@ -28,7 +28,17 @@ pub struct Hit {
 #[derive(Debug, Clone)]
 pub struct Cache {
     tiers: Arc<Vec<(Arc<dyn Tier>, TierCounters)>>,
+    /// Background writes in flight are bounded: past this, a write is dropped and counted
+    /// rather than queued without end behind a slow tier.
+    writes: Arc<tokio::sync::Semaphore>,
+    dropped: Arc<AtomicU64>,
+    /// Bumped by every purge and delete: a background write begun before one is dropped, so
+    /// that a purge cannot be undone by a write or a promotion still in flight.
+    generation: Arc<AtomicU64>,
 }
+
+/// Background writes (each to every tier) that may be in flight at once.
+pub const MAX_PENDING_WRITES: usize = 256;
 
 impl Cache {
     pub fn new(tiers: Vec<Arc<dyn Tier>>) -> Cache {
@@ -39,6 +49,9 @@ impl Cache {
                     .map(|t| (t, TierCounters::default()))
                     .collect(),
             ),
+            writes: Arc::new(tokio::sync::Semaphore::new(MAX_PENDING_WRITES)),
+            dropped: Arc::new(AtomicU64::new(0)),
+            generation: Arc::new(AtomicU64::new(0)),
         }
     }
 
@@ -50,6 +63,7 @@ impl Cache {
 
     /// The value under `key` from the first tier that has a sound one.
     pub async fn get(&self, key: &CacheKey) -> Option<Hit> {
+        let generation = self.generation.load(Ordering::SeqCst);
         for (i, (tier, counters)) in self.tiers.iter().enumerate() {
             let raw = match tier.get(key).await {
                 Ok(Some(raw)) => raw,
@@ -66,7 +80,7 @@ impl Cache {
                 Ok(payload) => {
                     counters.hits.fetch_add(1, Ordering::Relaxed);
                     let value = payload.to_vec();
-                    self.spawn_puts(key, Arc::from(raw), 0..i);
+                    self.spawn_puts(key, Arc::from(raw), 0..i, generation);
                     return Some(Hit {
                         tier: tier.name(),
                         value,
@@ -86,7 +100,13 @@ impl Cache {
 
     /// Stores `value` in every tier, in the background: the caller never waits for a tier.
     pub fn put(&self, key: &CacheKey, value: &[u8]) {
-        self.spawn_puts(key, Arc::from(entry::seal(value)), 0..self.tiers.len());
+        let generation = self.generation.load(Ordering::SeqCst);
+        self.spawn_puts(
+            key,
+            Arc::from(entry::seal(value)),
+            0..self.tiers.len(),
+            generation,
+        );
     }
 
     /// Stores `value` in every tier and waits until each has answered.
@@ -99,14 +119,28 @@ impl Cache {
         }
     }
 
-    fn spawn_puts(&self, key: &CacheKey, sealed: Arc<[u8]>, tiers: std::ops::Range<usize>) {
+    fn spawn_puts(
+        &self,
+        key: &CacheKey,
+        sealed: Arc<[u8]>,
+        tiers: std::ops::Range<usize>,
+        generation: u64,
+    ) {
         if tiers.is_empty() {
             return;
         }
+        let Ok(permit) = self.writes.clone().try_acquire_owned() else {
+            self.dropped.fetch_add(1, Ordering::Relaxed);
+            return;
+        };
         let cache = self.clone();
         let key = *key;
         tokio::spawn(async move {
+            let _permit = permit;
             for i in tiers {
+                if cache.generation.load(Ordering::SeqCst) != generation {
+                    return;
+                }
                 if let Err(e) = cache.tiers[i].0.put(&key, &sealed).await {
                     cache.skip(i, "put", &e);
                 }
@@ -116,6 +150,7 @@ impl Cache {
 
     /// Removes `key` from every tier; the tiers that could not are named.
     pub async fn delete(&self, key: &CacheKey) -> Vec<&'static str> {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         let mut failed = Vec::new();
         for (i, (tier, _)) in self.tiers.iter().enumerate() {
             if let Err(e) = tier.delete(key).await {
@@ -128,6 +163,7 @@ impl Cache {
 
     /// Empties every tier; the tiers that could not are named.
     pub async fn purge(&self) -> Vec<&'static str> {
+        self.generation.fetch_add(1, Ordering::SeqCst);
         let mut failed = Vec::new();
         for (i, (tier, _)) in self.tiers.iter().enumerate() {
             if let Err(e) = tier.purge().await {
@@ -141,7 +177,13 @@ impl Cache {
     /// Empties the tier named `name` (`l1`, `l2`, `l3`) only; `None` if there is no such tier.
     pub async fn purge_tier(&self, name: &str) -> Option<Result<(), TierError>> {
         let (tier, _) = self.tiers.iter().find(|(t, _)| t.name() == name)?;
+        self.generation.fetch_add(1, Ordering::SeqCst);
         Some(tier.purge().await)
+    }
+
+    /// Background writes dropped because too many were in flight.
+    pub fn dropped_writes(&self) -> u64 {
+        self.dropped.load(Ordering::Relaxed)
     }
 
     /// Each tier's name, contents and counters, in read order.

@@ -23,7 +23,15 @@ pub struct Disk {
     db: Arc<Database>,
     max_bytes: u64,
     ttl: Duration,
-    evictions: Arc<AtomicU64>,
+    counts: Arc<Counts>,
+}
+
+/// Kept beside the store so that reading them (for `/metrics`) never touches the file.
+#[derive(Debug, Default)]
+struct Counts {
+    entries: AtomicU64,
+    bytes: AtomicU64,
+    evictions: AtomicU64,
 }
 
 fn store_error(e: impl std::fmt::Display) -> TierError {
@@ -53,11 +61,28 @@ impl Disk {
         tx.open_table(ORDER).map_err(store_error)?;
         tx.open_table(META).map_err(store_error)?;
         tx.commit().map_err(store_error)?;
+        let counts = Counts::default();
+        {
+            let tx = db.begin_read().map_err(store_error)?;
+            let entries = tx
+                .open_table(ENTRIES)
+                .map_err(store_error)?
+                .len()
+                .map_err(store_error)?;
+            let bytes = tx
+                .open_table(META)
+                .map_err(store_error)?
+                .get("bytes")
+                .map_err(store_error)?
+                .map_or(0, |v| v.value());
+            counts.entries.store(entries, Ordering::Relaxed);
+            counts.bytes.store(bytes, Ordering::Relaxed);
+        }
         Ok(Disk {
             db: Arc::new(db),
             max_bytes,
             ttl,
-            evictions: Arc::new(AtomicU64::new(0)),
+            counts: Arc::new(counts),
         })
     }
 
@@ -122,7 +147,7 @@ impl Tier for Disk {
         let key = key.0;
         let value = value.to_vec();
         let max = self.max_bytes;
-        let evictions = self.evictions.clone();
+        let counts = self.counts.clone();
         self.blocking(move |db| {
             let tx = db.begin_write().map_err(store_error)?;
             {
@@ -134,7 +159,9 @@ impl Tier for Disk {
                 };
                 let mut bytes = get(&meta, "bytes")?;
                 let seq = get(&meta, "seq")? + 1;
-                bytes = bytes.saturating_sub(Self::remove_in(&mut entries, &mut order, &key)?);
+                let replaced = Self::remove_in(&mut entries, &mut order, &key)?;
+                bytes = bytes.saturating_sub(replaced);
+                let mut evicted = 0u64;
                 let mut stored = Vec::with_capacity(PREFIX + value.len());
                 stored.extend_from_slice(&seq.to_le_bytes());
                 stored.extend_from_slice(&now_s().to_le_bytes());
@@ -155,10 +182,12 @@ impl Tier for Disk {
                         .map_err(store_error)?
                         .map_or(0, |v| v.value().len());
                     bytes = bytes.saturating_sub(freed as u64);
-                    evictions.fetch_add(1, Ordering::Relaxed);
+                    evicted += 1;
                 }
                 meta.insert("bytes", bytes).map_err(store_error)?;
                 meta.insert("seq", seq).map_err(store_error)?;
+                let len = entries.len().map_err(store_error)?;
+                tx_counts(&counts, len, bytes, evicted);
             }
             tx.commit().map_err(store_error)
         })
@@ -167,6 +196,7 @@ impl Tier for Disk {
 
     async fn delete(&self, key: &CacheKey) -> Result<(), TierError> {
         let key = key.0;
+        let counts = self.counts.clone();
         self.blocking(move |db| {
             let tx = db.begin_write().map_err(store_error)?;
             {
@@ -178,8 +208,10 @@ impl Tier for Disk {
                     .get("bytes")
                     .map_err(store_error)?
                     .map_or(0, |v| v.value());
-                meta.insert("bytes", bytes.saturating_sub(freed))
-                    .map_err(store_error)?;
+                let bytes = bytes.saturating_sub(freed);
+                meta.insert("bytes", bytes).map_err(store_error)?;
+                let len = entries.len().map_err(store_error)?;
+                tx_counts(&counts, len, bytes, 0);
             }
             tx.commit().map_err(store_error)
         })
@@ -187,7 +219,8 @@ impl Tier for Disk {
     }
 
     async fn purge(&self) -> Result<(), TierError> {
-        self.blocking(|db| {
+        let counts = self.counts.clone();
+        self.blocking(move |db| {
             let tx = db.begin_write().map_err(store_error)?;
             tx.delete_table(ENTRIES).map_err(store_error)?;
             tx.delete_table(ORDER).map_err(store_error)?;
@@ -195,34 +228,28 @@ impl Tier for Disk {
             tx.open_table(ENTRIES).map_err(store_error)?;
             tx.open_table(ORDER).map_err(store_error)?;
             tx.open_table(META).map_err(store_error)?;
-            tx.commit().map_err(store_error)
+            tx.commit().map_err(store_error)?;
+            tx_counts(&counts, 0, 0, 0);
+            Ok(())
         })
         .await
     }
 
     fn stats(&self) -> TierStats {
-        let read = || -> Result<(u64, u64), TierError> {
-            let tx = self.db.begin_read().map_err(store_error)?;
-            let entries = tx
-                .open_table(ENTRIES)
-                .map_err(store_error)?
-                .len()
-                .map_err(store_error)?;
-            let bytes = tx
-                .open_table(META)
-                .map_err(store_error)?
-                .get("bytes")
-                .map_err(store_error)?
-                .map_or(0, |v| v.value());
-            Ok((entries, bytes))
-        };
-        let (entries, bytes) = read().unwrap_or_default();
         TierStats {
-            entries,
-            bytes,
-            evictions: self.evictions.load(Ordering::Relaxed),
+            entries: self.counts.entries.load(Ordering::Relaxed),
+            bytes: self.counts.bytes.load(Ordering::Relaxed),
+            evictions: self.counts.evictions.load(Ordering::Relaxed),
         }
     }
+}
+
+/// Records what a write transaction left (set just before its commit: a failed commit is
+/// corrected by the next write).
+fn tx_counts(counts: &Counts, entries: u64, bytes: u64, evicted: u64) {
+    counts.entries.store(entries, Ordering::Relaxed);
+    counts.bytes.store(bytes, Ordering::Relaxed);
+    counts.evictions.fetch_add(evicted, Ordering::Relaxed);
 }
 
 #[cfg(test)]

@@ -42,7 +42,8 @@ impl fmt::Display for CacheKey {
 pub struct KeyInputs<'a> {
     /// The resolved image id (`sha256:…`), never the tag: a re-tagged image must miss.
     pub image_id: &'a str,
-    /// The isolation backend (`docker`).
+    /// The isolation backend and the server's sandbox settings that decide results
+    /// (`docker user=65534:65534`).
     pub backend: &'a str,
     /// The version of kiln-init (a digest of its binary).
     pub init_version: &'a str,

@@ -58,6 +58,11 @@ pub trait Sandbox: Send + std::fmt::Debug {
     /// The engine's id of the sandbox.
     fn id(&self) -> &str;
 
+    /// The id of the image the sandbox was made from, if the backend knows it.
+    fn image_id(&self) -> Option<&str> {
+        None
+    }
+
     /// Whether the sandbox can still take its job, checked without waiting: a container that
     /// died or whose attach stream broke is not. Used before a pooled sandbox is handed out.
     fn is_alive(&mut self) -> bool;

@@ -193,6 +193,7 @@ impl Executor {
         let job = job(spec);
         let mut sandbox_ms = ms(admitted.elapsed());
         let mut id = sandbox.id().to_owned();
+        let mut image_id = sandbox.image_id().map(str::to_owned);
         // Only a warm sandbox may be retried: it was checked when handed out but may have died
         // since; a cold one that fails says something about the image or the engine.
         let retry_job = (start == StartKind::Warm).then(|| job.clone());
@@ -208,6 +209,7 @@ impl Executor {
                 start = StartKind::Cold;
                 sandbox_ms += ms(t.elapsed());
                 id = sandbox.id().to_owned();
+                image_id = sandbox.image_id().map(str::to_owned);
                 sandbox.run(retry_job.expect("checked")).await?
             }
             r => r?,
@@ -226,7 +228,11 @@ impl Executor {
                 sandbox_ms,
                 run_ms: 0.0,
             },
-            SandboxInfo { id, start },
+            SandboxInfo {
+                id,
+                start,
+                image_id,
+            },
             received,
         ))
     }

@@ -14,10 +14,19 @@ use tracing::{info, warn};
 
 use crate::config::CacheSection;
 
+/// A run's cache key and the image id it was made with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keyed {
+    pub key: CacheKey,
+    pub image_id: String,
+}
+
 #[derive(Debug)]
 pub struct ResultCache {
     cache: Cache,
     init_version: String,
+    /// What of the server's sandbox settings decides results besides the request: the user.
+    sandbox: String,
     image_ttl: Duration,
     /// image reference → (resolved id, when resolved)
     images: Mutex<HashMap<String, (Option<String>, Instant)>>,
@@ -41,7 +50,8 @@ fn kiln_proto_version() -> u32 {
 
 impl ResultCache {
     /// The tiers `section` names; a tier that cannot be opened is left out with a warning.
-    pub fn open(section: &CacheSection, init_path: &Path) -> ResultCache {
+    /// `sandbox_user` is part of every key: it decides what a run may read and write.
+    pub fn open(section: &CacheSection, init_path: &Path, sandbox_user: &str) -> ResultCache {
         let mut tiers: Vec<Arc<dyn Tier>> = vec![Arc::new(Memory::new(
             section.l1_max_bytes,
             Duration::from_millis(section.l1_ttl_ms),
@@ -74,6 +84,7 @@ impl ResultCache {
         ResultCache {
             cache: Cache::new(tiers),
             init_version: init_version(init_path),
+            sandbox: format!("user={sandbox_user}"),
             image_ttl: Duration::from_millis(section.image_id_ttl_ms),
             images: Mutex::new(HashMap::new()),
         }
@@ -97,15 +108,20 @@ impl ResultCache {
         id
     }
 
-    /// The key of `spec`, or `None` when its image is not present (the run pulls it or fails).
-    pub async fn key(&self, backend: &dyn Backend, spec: &ExecSpec) -> Option<CacheKey> {
+    /// The key of `spec` and the image id in it, or `None` when its image is not present (the
+    /// run pulls it or fails).
+    pub async fn key(&self, backend: &dyn Backend, spec: &ExecSpec) -> Option<Keyed> {
         let image_id = self.image_id(backend, &spec.image).await?;
+        let backend = format!("{} {}", backend.name(), self.sandbox);
         let inputs = KeyInputs {
             image_id: &image_id,
-            backend: backend.name(),
+            backend: &backend,
             init_version: &self.init_version,
         };
-        Some(inputs.key(spec))
+        Some(Keyed {
+            key: inputs.key(spec),
+            image_id,
+        })
     }
 
     /// A stored answer, marked with the tier it came from. Its timings are zero: nothing ran.
@@ -126,11 +142,15 @@ impl ResultCache {
         }
     }
 
-    /// Stores `res` in every tier in the background, if it is worth storing (`ok` runs only).
-    pub fn store(&self, key: &CacheKey, res: &ExecuteResponse) {
-        if res.status != RunStatus::Ok {
+    /// Stores `res` in every tier in the background, if it is worth storing: an `ok` run, made
+    /// from the very image the key names (not from a sandbox of a tag that has moved since).
+    pub fn store(&self, keyed: &Keyed, res: &ExecuteResponse) {
+        if res.status != RunStatus::Ok
+            || res.sandbox.image_id.as_deref() != Some(keyed.image_id.as_str())
+        {
             return;
         }
+        let key = &keyed.key;
         match serde_json::to_vec(res) {
             Ok(bytes) => self.cache.put(key, &bytes),
             Err(e) => warn!(error = %e, "cannot encode an answer for the cache"),

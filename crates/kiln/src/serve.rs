@@ -73,7 +73,11 @@ pub async fn start(config: Config, signals: bool) -> anyhow::Result<Running> {
         pool.clone(),
         launches,
     ));
-    let results = Arc::new(ResultCache::open(&config.cache, &init_path));
+    let results = Arc::new(ResultCache::open(
+        &config.cache,
+        &init_path,
+        &config.docker.user,
+    ));
     let state = AppState::new(
         executor,
         config.policy(),

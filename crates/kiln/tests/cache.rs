@@ -237,7 +237,30 @@ async fn redis_stopped_mid_test_degrades_to_a_miss() {
     config.cache.redis_url = Some(format!("redis://127.0.0.1:{port}/"));
     let gw = Gateway::start_with(config).await;
     let body = json!({"image": BUSYBOX, "command": "echo fine", "cache": "use"});
-    gw.run(body.clone()).await;
+    // Without L3 the same request would be answered from L1, which is purged below.
+    let first = gw.run(body.clone()).await;
+    // Wait until L3 holds the answer, so that the miss below is Redis being down.
+    let key = first["cache"]["key"].as_str().unwrap();
+    let t0 = Instant::now();
+    loop {
+        let out = Command::new("redis-cli")
+            .args([
+                "-p",
+                &port.to_string(),
+                "EXISTS",
+                &format!("kiln:result:{key}"),
+            ])
+            .output()
+            .unwrap();
+        if String::from_utf8_lossy(&out.stdout).trim() == "1" {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "the answer never reached L3"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     drop(redis);
     delete(&gw, "?tier=l1").await;
     let t0 = Instant::now();

@@ -43,7 +43,7 @@ proptest! {
     }
 
     #[test]
-    fn every_input_that_matters_changes_the_key(which in 0usize..14, s in "[a-z]{1,5}") {
+    fn every_input_that_matters_changes_the_key(which in 0usize..17, s in "[a-z]{1,5}") {
         let base = serde_json::json!({"image": "i", "command": "x", "stdin": "in", "env": {"A": "1"},
             "files": [{"path": "f", "content": "c"}]});
         let a = spec(base.clone());
@@ -64,6 +64,9 @@ proptest! {
             10 => b.limits.timeout_ms += 1,
             11 => b.limits.memory_mb += 1,
             12 => b.limits.cpus += 0.5,
+            13 => b.limits.pids += 1,
+            14 => b.limits.output_bytes += 1,
+            15 => b.limits.tmp_mb += 1,
             _ => b.network = !b.network,
         }
         prop_assert_ne!(INPUTS.key(&a), inputs.key(&b));

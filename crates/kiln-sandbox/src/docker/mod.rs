@@ -254,11 +254,23 @@ impl Backend for DockerBackend {
                 },
                 (None, None) => unreachable!("attached when there is no socket"),
             };
+            // The image the container really runs: a tag may have moved since it was resolved
+            // elsewhere (the result cache stores an answer only under the id that produced it).
+            let image_id = docker
+                .inspect_container(
+                    &id,
+                    None::<bollard::query_parameters::InspectContainerOptions>,
+                )
+                .await
+                .ok()
+                .and_then(|c| c.image);
             info!(launch_ms = ms(t0), "started");
-            Ok(
-                Box::new(DockerSandbox::new(guard, channel, self.config.clone()))
-                    as Box<dyn Sandbox>,
-            )
+            Ok(Box::new(DockerSandbox::new(
+                guard,
+                channel,
+                self.config.clone(),
+                image_id,
+            )) as Box<dyn Sandbox>)
         }
         .instrument(span)
         .await

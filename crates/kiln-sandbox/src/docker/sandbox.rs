@@ -168,6 +168,7 @@ pub struct DockerSandbox {
     guard: RemoveGuard,
     channel: Channel,
     config: Arc<DockerConfig>,
+    image_id: Option<String>,
 }
 
 impl std::fmt::Debug for DockerSandbox {
@@ -179,11 +180,17 @@ impl std::fmt::Debug for DockerSandbox {
 }
 
 impl DockerSandbox {
-    pub(crate) fn new(guard: RemoveGuard, channel: Channel, config: Arc<DockerConfig>) -> Self {
+    pub(crate) fn new(
+        guard: RemoveGuard,
+        channel: Channel,
+        config: Arc<DockerConfig>,
+        image_id: Option<String>,
+    ) -> Self {
         DockerSandbox {
             guard,
             channel,
             config,
+            image_id,
         }
     }
 
@@ -334,6 +341,10 @@ impl Sandbox for DockerSandbox {
 
     fn is_alive(&mut self) -> bool {
         self.channel.is_alive()
+    }
+
+    fn image_id(&self) -> Option<&str> {
+        self.image_id.as_deref()
     }
 
     async fn run(self: Box<Self>, job: Job) -> Result<RunOutcome> {

@@ -124,7 +124,6 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }];
     config.cache.l2_path = Some(dir.join("cache.redb"));
     config.cache.redis_url = Some(format!("redis://127.0.0.1:{port}/"));
-    config.cache.image_id_ttl_ms = 60_000;
     let gw = crate::serve::start(config, false).await?;
     let client = Client {
         http: reqwest::Client::new(),

@@ -12,7 +12,7 @@ use super::{ApiError, AppState};
 
 /// `POST /api/v1/execute/batch` with `{"requests": [...]}`: every item runs concurrently within
 /// the server's limits; the answer lists, in order, each item's result or its `error`. One bad
-/// item never fails the others. Items with the same cache key run once when caching is on.
+/// item never fails the others. Items with the same cache key and `"cache": "use"` run once.
 pub(super) async fn batch(
     State(state): State<AppState>,
     body: Body,
@@ -70,10 +70,16 @@ pub(super) async fn batch(
     let mut first_with: HashMap<kiln_cache::CacheKey, usize> = HashMap::new();
     for (i, spec) in specs.iter().enumerate() {
         let Ok(spec) = spec else { continue };
-        if spec.cache == CacheMode::Off {
+        // Only items that may be answered from the cache share: a `refresh` item runs.
+        if spec.cache != CacheMode::Use {
             continue;
         }
-        if let Some(key) = state.results().key(backend.as_ref(), spec).await {
+        if let Some(key) = state
+            .results()
+            .key(backend.as_ref(), spec)
+            .await
+            .map(|k| k.key)
+        {
             match first_with.get(&key) {
                 Some(&leader) => leader_of[i] = Some(leader),
                 None => {

@@ -36,8 +36,8 @@ pub(super) async fn run(
                 .await
         }
     };
-    if let (CacheMode::Use, Some(key)) = (spec.cache, &key) {
-        if let Some(mut hit) = results.lookup(key).await {
+    if let (CacheMode::Use, Some(keyed)) = (spec.cache, &key) {
+        if let Some(mut hit) = results.lookup(&keyed.key).await {
             hit.duration_ms = (received.elapsed().as_secs_f64() * 1e6).round() / 1e3;
             return Ok(hit);
         }
@@ -51,9 +51,9 @@ pub(super) async fn run(
     let mut response = task
         .await
         .map_err(|e| ApiError::Internal(format!("run task failed: {e}")))??;
-    if let Some(key) = key {
-        results.store(&key, &response);
-        response.cache.key = Some(key.hex());
+    if let Some(keyed) = key {
+        results.store(&keyed, &response);
+        response.cache.key = Some(keyed.key.hex());
     }
     Ok(response)
 }

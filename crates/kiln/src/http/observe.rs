@@ -49,29 +49,49 @@ fn render_cache(out: &mut String, cache: &kiln_cache::Cache) {
             let _ = writeln!(out, "{name}{{tier=\"{tier}\"}} {}", get(c));
         }
     }
-    let gauges: [Figure<kiln_cache::TierStats>; 3] = [
+    let figures: [(&str, Figure<kiln_cache::TierStats>); 3] = [
         (
-            "kiln_cache_entries",
-            "Entries held by the tier (0 where it cannot tell).",
-            |s| s.entries,
+            "gauge",
+            (
+                "kiln_cache_entries",
+                "Entries held by the tier (0 where it cannot tell).",
+                |s| s.entries,
+            ),
         ),
         (
-            "kiln_cache_bytes",
-            "Bytes held by the tier (0 where it cannot tell).",
-            |s| s.bytes,
+            "gauge",
+            (
+                "kiln_cache_bytes",
+                "Bytes held by the tier (0 where it cannot tell).",
+                |s| s.bytes,
+            ),
         ),
         (
-            "kiln_cache_evictions_total",
-            "Entries the tier evicted for room or age.",
-            |s| s.evictions,
+            "counter",
+            (
+                "kiln_cache_evictions_total",
+                "Entries the tier evicted for room or age.",
+                |s| s.evictions,
+            ),
         ),
     ];
-    for (name, help, get) in gauges {
-        header(out, name, "gauge", help);
+    for (kind, (name, help, get)) in figures {
+        header(out, name, kind, help);
         for (tier, stats, _) in &tiers {
             let _ = writeln!(out, "{name}{{tier=\"{tier}\"}} {}", get(stats));
         }
     }
+    header(
+        out,
+        "kiln_cache_writes_dropped_total",
+        "counter",
+        "Background cache writes dropped because too many were in flight.",
+    );
+    let _ = writeln!(
+        out,
+        "kiln_cache_writes_dropped_total {}",
+        cache.dropped_writes()
+    );
 }
 
 /// `GET /api/v1/pools`: the same pool figures as `/metrics`, as JSON.

@@ -65,6 +65,7 @@ fn state(stub: Stub, queue_size: usize) -> AppState {
     let results = Arc::new(crate::results::ResultCache::open(
         &section,
         std::path::Path::new("/nonexistent"),
+        "65534:65534",
     ));
     AppState::new(
         Arc::new(executor),
