@@ -47,39 +47,67 @@ fn complain(msg: &str) {
     let _ = writeln!(io::stderr(), "kiln-init: {msg}");
 }
 
+/// What the command line asks for: `[--channel PATH] [--ksm]`.
+#[derive(Debug, Default)]
+struct Options {
+    channel: Option<String>,
+    ksm: bool,
+}
+
+fn options() -> Result<Options, String> {
+    let mut opts = Options::default();
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match arg.as_str() {
+            "--channel" => opts.channel = Some(args.next().ok_or("--channel needs a path")?),
+            "--ksm" => opts.ksm = true,
+            other => {
+                return Err(format!(
+                    "unexpected argument {other:?}; usage: kiln-init [--channel PATH] [--ksm]"
+                ))
+            }
+        }
+    }
+    Ok(opts)
+}
+
 /// The host's channel: with `--channel PATH`, a unix socket the host listens on (bind-mounted
 /// into the sandbox), used both ways; otherwise stdin for the job and stdout for the frames.
-fn channel() -> Result<(RawFd, RawFd), String> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    match args.as_slice() {
-        [] => Ok((0, 1)),
-        [flag, path] if flag == "--channel" => {
-            // The host listens before the sandbox starts; a few retries cover a slow bind only.
-            let mut last = None;
-            for _ in 0..50 {
-                match std::os::unix::net::UnixStream::connect(path) {
-                    Ok(stream) => {
-                        let fd = stream.into_raw_fd();
-                        return Ok((fd, fd));
-                    }
-                    Err(e) => last = Some(e),
-                }
-                std::thread::sleep(std::time::Duration::from_millis(10));
+fn channel(path: Option<&str>) -> Result<(RawFd, RawFd), String> {
+    let Some(path) = path else { return Ok((0, 1)) };
+    // The host listens before the sandbox starts; a few retries cover a slow bind only.
+    let mut last = None;
+    for _ in 0..50 {
+        match std::os::unix::net::UnixStream::connect(path) {
+            Ok(stream) => {
+                let fd = stream.into_raw_fd();
+                return Ok((fd, fd));
             }
-            Err(format!(
-                "cannot connect to the host at {path}: {}",
-                last.expect("tried")
-            ))
+            Err(e) => last = Some(e),
         }
-        other => Err(format!(
-            "unexpected arguments {other:?}; usage: kiln-init [--channel PATH]"
-        )),
+        std::thread::sleep(std::time::Duration::from_millis(10));
     }
+    Err(format!(
+        "cannot connect to the host at {path}: {}",
+        last.expect("tried")
+    ))
 }
 
 fn main() {
     sys::harden();
-    let (input, output) = match channel() {
+    let opts = match options() {
+        Ok(o) => o,
+        Err(msg) => {
+            complain(&msg);
+            exit(2);
+        }
+    };
+    if opts.ksm {
+        // Inherited across fork and exec: every process of the run is a KSM candidate. A
+        // kernel without it (before 6.4) refuses; the run goes on unmerged.
+        sys::memory_merge();
+    }
+    let (input, output) = match channel(opts.channel.as_deref()) {
         Ok(fds) => fds,
         Err(msg) => {
             complain(&msg);

@@ -11,6 +11,7 @@ mod backend;
 pub mod docker;
 mod error;
 mod executor;
+pub mod memory;
 pub mod metrics;
 mod output;
 pub mod pool;

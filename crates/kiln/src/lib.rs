@@ -5,5 +5,6 @@ pub mod bench;
 pub mod client;
 pub mod config;
 pub mod http;
+pub mod memory;
 pub mod results;
 pub mod serve;

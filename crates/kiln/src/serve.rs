@@ -16,6 +16,7 @@ use tracing::{info, warn};
 
 use crate::config::Config;
 use crate::http::{app, AppState};
+use crate::memory::Memory;
 use crate::results::ResultCache;
 
 /// How long a shutdown waits for creations and removals in flight before its final sweep.
@@ -49,7 +50,8 @@ impl Running {
 /// Connects to Docker, removes what a previous gateway left behind, binds and serves. With
 /// `signals`, SIGTERM and Ctrl-C start the shutdown too.
 pub async fn start(config: Config, signals: bool) -> anyhow::Result<Running> {
-    let docker_config = config.docker.to_backend_config();
+    let memory = Arc::new(Memory::start(&config.memory));
+    let docker_config = config.docker.to_backend_config_with(memory.ksm_on());
     let init_path = docker_config.init_path.clone();
     if let Err(reason) = crate::http::check_init(&init_path) {
         warn!(%reason, "kiln-init is not usable; runs will fail until it is (see /ready)");
@@ -85,6 +87,7 @@ pub async fn start(config: Config, signals: bool) -> anyhow::Result<Running> {
         config.images.required.clone(),
         init_path,
         results,
+        memory.clone(),
     )
     .with_max_batch(config.server.max_batch);
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
@@ -133,6 +136,7 @@ pub async fn start(config: Config, signals: bool) -> anyhow::Result<Running> {
         while busy() && t0.elapsed() < SHUTDOWN_DRAIN {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        memory.stop();
         match backend.remove_orphans().await {
             Ok(n) => info!(removed = n, "shutdown complete"),
             Err(e) => warn!(error = %e, "cannot remove sandboxes at shutdown"),

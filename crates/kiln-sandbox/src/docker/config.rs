@@ -39,6 +39,8 @@ pub struct DockerConfig {
     /// the sandbox, straight between the gateway and kiln-init; without, over the container's
     /// attached stdin and stdout, through the engine. The socket needs the engine on this host.
     pub channel_dir: Option<PathBuf>,
+    /// Have kiln-init mark every process of a run mergeable by KSM (`PR_SET_MEMORY_MERGE`).
+    pub ksm: bool,
 }
 
 impl Default for DockerConfig {
@@ -52,6 +54,7 @@ impl Default for DockerConfig {
             api_timeout: Duration::from_secs(30),
             kill_grace: Duration::from_secs(2),
             channel_dir: None,
+            ksm: false,
         }
     }
 }
@@ -91,13 +94,16 @@ pub fn container_body(
     let mut binds = vec![format!("{}:{INIT_MOUNT}:ro", config.init_path.display())];
     // Read-only is no obstacle to connecting: the kernel checks it for files, not sockets.
     let attach = channel.is_none();
-    let cmd = match channel {
+    let mut cmd = match channel {
         Some(path) => {
             binds.push(format!("{}:{CHANNEL_MOUNT}:ro", path.display()));
             vec!["--channel".to_owned(), CHANNEL_MOUNT.to_owned()]
         }
         None => Vec::new(),
     };
+    if config.ksm {
+        cmd.push("--ksm".to_owned());
+    }
     ContainerCreateBody {
         image: Some(spec.image.clone()),
         entrypoint: Some(vec![INIT_MOUNT.to_owned()]),

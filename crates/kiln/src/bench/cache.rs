@@ -123,6 +123,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         max: 4,
     }];
     config.cache.l2_path = Some(dir.join("cache.redb"));
+    config.memory.ksm_host = crate::config::HostPolicy::Leave;
     config.cache.redis_url = Some(format!("redis://127.0.0.1:{port}/"));
     let gw = crate::serve::start(config, false).await?;
     let client = Client {

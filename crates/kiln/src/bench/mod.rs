@@ -78,6 +78,7 @@ async fn gateway(args: &BenchArgs, tag: &str, pool: Option<usize>) -> anyhow::Re
     config.docker.gateway_id = format!("kiln-bench-{tag}-{}", std::process::id());
     config.pool.enabled = pool.is_some();
     config.cache.l2_path = None;
+    config.memory.ksm_host = crate::config::HostPolicy::Leave;
     config.pool.on_demand = false;
     config.pool.max_pooled = 64;
     if let Some(n) = pool {

@@ -7,6 +7,7 @@
 mod cache;
 mod docker;
 mod limits;
+mod memory;
 mod pool;
 mod server;
 
@@ -17,6 +18,7 @@ use serde::Deserialize;
 pub use cache::CacheSection;
 pub use docker::{ChannelKind, DockerSection};
 pub use limits::{LimitsSection, NetworkSection};
+pub use memory::{HostPolicy, MemorySection, Switch};
 pub use pool::{PoolEntry, PoolSection};
 pub use server::ServerSection;
 
@@ -31,6 +33,7 @@ pub struct Config {
     pub images: ImagesSection,
     pub pool: PoolSection,
     pub cache: CacheSection,
+    pub memory: MemorySection,
 }
 
 /// Images the gateway expects to be present; `/ready` reports each.
@@ -106,6 +109,7 @@ impl Config {
         self.docker.validate()?;
         self.limits.validate()?;
         self.cache.validate()?;
+        self.memory.validate()?;
         self.pool_config()?;
         Ok(())
     }

@@ -20,6 +20,7 @@ use axum::Router;
 use kiln_api::Policy;
 use kiln_sandbox::Executor;
 
+use crate::memory::Memory;
 use crate::results::ResultCache;
 use tracing::{info, info_span, Instrument};
 
@@ -43,6 +44,7 @@ struct Shared {
     required_images: Vec<String>,
     init_path: PathBuf,
     results: Arc<ResultCache>,
+    memory: Arc<Memory>,
 }
 
 impl AppState {
@@ -53,6 +55,7 @@ impl AppState {
         required_images: Vec<String>,
         init_path: PathBuf,
         results: Arc<ResultCache>,
+        memory: Arc<Memory>,
     ) -> Self {
         AppState {
             inner: Arc::new(Shared {
@@ -63,6 +66,7 @@ impl AppState {
                 required_images,
                 init_path,
                 results,
+                memory,
             }),
         }
     }
@@ -73,6 +77,10 @@ impl AppState {
             .expect("set before the state is shared")
             .max_batch = max;
         self
+    }
+
+    pub fn memory(&self) -> &Arc<Memory> {
+        &self.inner.memory
     }
 
     pub fn results(&self) -> &Arc<ResultCache> {
@@ -91,6 +99,7 @@ pub fn app(state: AppState) -> Router {
         .route("/ready", get(health::ready))
         .route("/metrics", get(observe::metrics))
         .route("/api/v1/pools", get(observe::pools))
+        .route("/api/v1/system/memory", get(observe::memory))
         .route("/api/v1/execute", post(execute::execute))
         .route("/api/v1/execute/batch", post(batch::batch))
         .route("/api/v1/cache", axum::routing::delete(observe::purge_cache))

@@ -10,6 +10,7 @@ use super::AppState;
 pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
     let mut out = kiln_sandbox::metrics::render(state.executor());
     render_cache(&mut out, state.results().cache());
+    state.memory().render(&mut out);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 
@@ -92,6 +93,12 @@ fn render_cache(out: &mut String, cache: &kiln_cache::Cache) {
         "kiln_cache_writes_dropped_total {}",
         cache.dropped_writes()
     );
+}
+
+/// `GET /api/v1/system/memory`: KSM counters and savings, THP policy, zram, and why a
+/// mechanism is off where it is.
+pub(super) async fn memory(State(state): State<AppState>) -> Json<Value> {
+    Json(state.memory().report())
 }
 
 /// `GET /api/v1/pools`: the same pool figures as `/metrics`, as JSON.

@@ -74,6 +74,12 @@ fn state(stub: Stub, queue_size: usize) -> AppState {
         vec!["kiln/busybox".into()],
         "/nonexistent".into(),
         results,
+        Arc::new(crate::memory::Memory::start(
+            &crate::config::MemorySection {
+                ksm_host: crate::config::HostPolicy::Leave,
+                ..Default::default()
+            },
+        )),
     )
 }
 
