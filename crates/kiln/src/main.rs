@@ -49,6 +49,8 @@ Sections and keys (defaults in brackets):\n\
             l2_path [\"/var/lib/kiln/cache.redb\"; \"\": no L2], l2_max_bytes [1073741824],\n\
             l2_ttl_ms [604800000], redis_url [unset: no L3], redis_timeout_ms [50],\n\
             redis_ttl_ms [86400000], image_id_ttl_ms [1000]\n\
+  [memory]  ksm [\"on\" | \"off\"], ksm_host [\"manage\" | \"leave\"], ksm_pages_to_scan [1000],\n\
+            ksm_sleep_ms [20], sysfs [\"/sys\"]\n\
 ";
 
 #[derive(Debug, Args)]

@@ -24,7 +24,7 @@ fn meminfo_kib(key: &str) -> anyhow::Result<u64> {
 /// Memory in use in MiB, as `free` counted it before `MemAvailable`: total less free, buffers,
 /// page cache and reclaimable slab, so that cache churn does not count. The median of a few
 /// readings a little apart.
-async fn used_mib() -> anyhow::Result<f64> {
+pub(super) async fn used_mib() -> anyhow::Result<f64> {
     let mut v = Vec::new();
     for _ in 0..5 {
         let used = meminfo_kib("MemTotal:")?

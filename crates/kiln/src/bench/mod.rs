@@ -10,6 +10,7 @@
 //! 4. The memory one idle pooled sandbox costs.
 
 mod cache;
+mod density;
 mod memory;
 mod paths;
 mod stats;
@@ -54,6 +55,9 @@ pub struct BenchArgs {
     /// Measure the result cache only (misses against hits from each tier).
     #[arg(long)]
     pub cache: bool,
+    /// Measure memory density (KSM off and on) with this many sandboxes, only.
+    #[arg(long)]
+    pub density: Option<usize>,
     /// kiln-init for the in-process gateways.
     #[arg(long, env = "KILN_INIT_PATH")]
     pub init_path: Option<PathBuf>,
@@ -135,6 +139,9 @@ fn url(gw: &Running) -> String {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.cache {
         return cache::run(&args).await;
+    }
+    if let Some(n) = args.density {
+        return density::run(&args, n).await;
     }
     let max_c = args.concurrency.iter().copied().max().unwrap_or(1).max(1);
     let mut probe = Config::default();
