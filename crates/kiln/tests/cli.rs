@@ -33,6 +33,8 @@ impl Server {
             .args(["--set", &format!("docker.gateway_id={gateway_id}")])
             .env("KILN_INIT_PATH", init_path())
             .env("KILN__LIMITS__MAX__TIMEOUT_MS", "20000")
+            // The host's KSM is global: only the KSM test manages it.
+            .env("KILN__MEMORY__KSM_HOST", "leave")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -75,6 +77,24 @@ impl Server {
                 "kiln serve ignored SIGTERM"
             );
             std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    /// A test that fails half-way still stops its server (and so removes its sandboxes).
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            // SAFETY: kill(2) on the pid of a child this test spawned and has not reaped.
+            unsafe { libc_kill(self.child.id() as i32, 15) };
+            let t0 = Instant::now();
+            while let Ok(None) = self.child.try_wait() {
+                if t0.elapsed() > Duration::from_secs(20) {
+                    let _ = self.child.kill();
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
     }
 }
