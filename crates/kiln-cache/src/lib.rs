@@ -11,6 +11,7 @@ mod cache;
 mod disk;
 mod entry;
 mod key;
+pub mod local_redis;
 mod memory;
 mod redis_tier;
 mod tier;

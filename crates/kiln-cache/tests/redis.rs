@@ -1,67 +1,13 @@
 //! L3 against a real Redis server, which this test starts itself (Debian's `redis-server`;
 //! scripts/test.sh installs it) on a free port, stops mid-test and starts again.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use kiln_cache::local_redis::LocalRedis;
 use kiln_cache::{Cache, CacheKey, Disk, Memory, Redis, Tier};
-
-struct Server {
-    child: Child,
-}
-
-impl Server {
-    fn start(port: u16) -> Server {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                // For DEBUG SLEEP, which stands in for a slow server.
-                "--enable-debug-command",
-                "local",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/test.sh installs Debian's redis-server)");
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "redis-server did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        Server { child }
-    }
-
-    fn stop(mut self) {
-        self.child.kill().unwrap();
-        self.child.wait().unwrap();
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn key(n: u8) -> CacheKey {
     CacheKey([n; 32])
@@ -69,9 +15,8 @@ fn key(n: u8) -> CacheKey {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn l3_hits_promote_and_a_stopped_server_degrades_to_a_miss() {
-    let port = free_port();
-    let server = Server::start(port);
-    let url = format!("redis://127.0.0.1:{port}/");
+    let server = LocalRedis::start().unwrap();
+    let (port, url) = (server.port, server.url());
     let dir = tempfile::tempdir().unwrap();
     let l1 = Arc::new(Memory::new(1 << 20, Duration::from_secs(60)));
     let l2 =
@@ -118,7 +63,7 @@ async fn l3_hits_promote_and_a_stopped_server_degrades_to_a_miss() {
     );
 
     // Started again: the tier reconnects by itself.
-    let _server = Server::start(port);
+    let _server = LocalRedis::start_on(port).unwrap();
     let t0 = Instant::now();
     loop {
         if l3.put(&key(3), b"back").await.is_ok() {
@@ -140,9 +85,8 @@ async fn l3_hits_promote_and_a_stopped_server_degrades_to_a_miss() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_server_is_skipped_within_the_timeout() {
-    let port = free_port();
-    let _server = Server::start(port);
-    let url = format!("redis://127.0.0.1:{port}/");
+    let server = LocalRedis::start().unwrap();
+    let (port, url) = (server.port, server.url());
     let l3 =
         Arc::new(Redis::new(&url, Duration::from_millis(200), Duration::from_secs(60)).unwrap());
     let cache = Cache::new(vec![l3.clone()]);

@@ -3,56 +3,12 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{test_config, unique_id, Gateway, BUSYBOX};
+use kiln_cache::local_redis::LocalRedis;
 use serde_json::{json, Value};
-
-struct RedisServer(Child);
-
-impl RedisServer {
-    fn start(port: u16) -> RedisServer {
-        let child = Command::new("redis-server")
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .stdout(Stdio::null())
-            .spawn()
-            .expect("redis-server is installed (scripts/test.sh installs it)");
-        let t0 = Instant::now();
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "redis-server did not listen"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        RedisServer(child)
-    }
-}
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 async fn delete(gw: &Gateway, query: &str) -> (u16, Value) {
     let res = gw
@@ -76,8 +32,8 @@ fn docker(args: &[&str]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn answers_come_from_each_tier_in_turn() {
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let _redis = RedisServer::start(port);
+    let redis = LocalRedis::start().unwrap();
+    let port = redis.port;
     let mut config = test_config("tiers");
     config.cache.l2_path = Some(dir.path().join("cache.redb"));
     config.cache.redis_url = Some(format!("redis://127.0.0.1:{port}/"));
@@ -231,8 +187,8 @@ async fn a_retagged_image_misses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_stopped_mid_test_degrades_to_a_miss() {
-    let port = free_port();
-    let redis = RedisServer::start(port);
+    let redis = LocalRedis::start().unwrap();
+    let port = redis.port;
     let mut config = test_config("redis-down");
     config.cache.redis_url = Some(format!("redis://127.0.0.1:{port}/"));
     let gw = Gateway::start_with(config).await;

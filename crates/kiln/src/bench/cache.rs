@@ -1,55 +1,15 @@
 //! The result cache through HTTP with a keep-alive client: misses (cold and warm) against hits
 //! from each tier, side by side, then the rate of L1 hits.
 
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _};
+use anyhow::bail;
 use kiln_api::ExecuteResponse;
 use serde_json::{json, Value};
 
 use super::{BenchArgs, Samples};
 use crate::config::{Config, PoolEntry};
-
-/// A Redis server of the benchmark's own on a free port, stopped when dropped.
-struct RedisServer(Child);
-
-impl Drop for RedisServer {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_redis() -> anyhow::Result<(RedisServer, u16)> {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")?
-        .local_addr()?
-        .port();
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--bind",
-            "127.0.0.1",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .context("starting redis-server (Debian's redis-server package)")?;
-    let t0 = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        anyhow::ensure!(
-            t0.elapsed() < Duration::from_secs(10),
-            "redis-server did not listen"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    Ok((RedisServer(child), port))
-}
 
 struct Client {
     http: reqwest::Client,
@@ -104,7 +64,7 @@ impl Client {
 }
 
 pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
-    let (_redis, port) = start_redis()?;
+    let redis = kiln_cache::local_redis::LocalRedis::start()?;
     let dir = tempfile_dir()?;
     let mut config = Config::default();
     config.server.listen = "127.0.0.1:0".into();
@@ -124,7 +84,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     }];
     config.cache.l2_path = Some(dir.join("cache.redb"));
     config.memory.ksm_host = crate::config::HostPolicy::Leave;
-    config.cache.redis_url = Some(format!("redis://127.0.0.1:{port}/"));
+    config.cache.redis_url = Some(redis.url());
     let gw = crate::serve::start(config, false).await?;
     let client = Client {
         http: reqwest::Client::new(),
