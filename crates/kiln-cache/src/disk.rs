@@ -43,6 +43,31 @@ fn store_error(e: impl std::fmt::Display) -> TierError {
     }
 }
 
+type Entries<'t> = redb::Table<'t, &'static [u8], &'static [u8]>;
+type Order<'t> = redb::Table<'t, u64, &'static [u8]>;
+type Meta<'t> = redb::Table<'t, &'static str, u64>;
+
+/// Runs `f` on the three tables in one write transaction and commits it.
+fn write<T>(
+    db: &Database,
+    f: impl FnOnce(&mut Entries<'_>, &mut Order<'_>, &mut Meta<'_>) -> Result<T, TierError>,
+) -> Result<T, TierError> {
+    let tx = db.begin_write().map_err(store_error)?;
+    let out = {
+        let mut entries = tx.open_table(ENTRIES).map_err(store_error)?;
+        let mut order = tx.open_table(ORDER).map_err(store_error)?;
+        let mut meta = tx.open_table(META).map_err(store_error)?;
+        f(&mut entries, &mut order, &mut meta)?
+    };
+    tx.commit().map_err(store_error)?;
+    Ok(out)
+}
+
+/// A counter of the meta table, 0 when unset.
+fn meta_u64(meta: &Meta<'_>, key: &str) -> Result<u64, TierError> {
+    Ok(meta.get(key).map_err(store_error)?.map_or(0, |v| v.value()))
+}
+
 fn now_s() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -97,8 +122,8 @@ impl Disk {
     }
 
     fn remove_in(
-        entries: &mut redb::Table<&[u8], &[u8]>,
-        order: &mut redb::Table<u64, &[u8]>,
+        entries: &mut Entries<'_>,
+        order: &mut Order<'_>,
         key: &[u8],
     ) -> Result<u64, TierError> {
         let old = entries
@@ -149,17 +174,10 @@ impl Tier for Disk {
         let max = self.max_bytes;
         let counts = self.counts.clone();
         self.blocking(move |db| {
-            let tx = db.begin_write().map_err(store_error)?;
-            {
-                let mut entries = tx.open_table(ENTRIES).map_err(store_error)?;
-                let mut order = tx.open_table(ORDER).map_err(store_error)?;
-                let mut meta = tx.open_table(META).map_err(store_error)?;
-                let get = |meta: &redb::Table<&str, u64>, k| -> Result<u64, TierError> {
-                    Ok(meta.get(k).map_err(store_error)?.map_or(0, |v| v.value()))
-                };
-                let mut bytes = get(&meta, "bytes")?;
-                let seq = get(&meta, "seq")? + 1;
-                let replaced = Self::remove_in(&mut entries, &mut order, &key)?;
+            write(db, |entries, order, meta| {
+                let mut bytes = meta_u64(meta, "bytes")?;
+                let seq = meta_u64(meta, "seq")? + 1;
+                let replaced = Self::remove_in(entries, order, &key)?;
                 bytes = bytes.saturating_sub(replaced);
                 let mut evicted = 0u64;
                 let mut stored = Vec::with_capacity(PREFIX + value.len());
@@ -188,8 +206,8 @@ impl Tier for Disk {
                 meta.insert("seq", seq).map_err(store_error)?;
                 let len = entries.len().map_err(store_error)?;
                 tx_counts(&counts, len, bytes, evicted);
-            }
-            tx.commit().map_err(store_error)
+                Ok(())
+            })
         })
         .await
     }
@@ -198,22 +216,14 @@ impl Tier for Disk {
         let key = key.0;
         let counts = self.counts.clone();
         self.blocking(move |db| {
-            let tx = db.begin_write().map_err(store_error)?;
-            {
-                let mut entries = tx.open_table(ENTRIES).map_err(store_error)?;
-                let mut order = tx.open_table(ORDER).map_err(store_error)?;
-                let mut meta = tx.open_table(META).map_err(store_error)?;
-                let freed = Self::remove_in(&mut entries, &mut order, &key)?;
-                let bytes = meta
-                    .get("bytes")
-                    .map_err(store_error)?
-                    .map_or(0, |v| v.value());
-                let bytes = bytes.saturating_sub(freed);
+            write(db, |entries, order, meta| {
+                let freed = Self::remove_in(entries, order, &key)?;
+                let bytes = meta_u64(meta, "bytes")?.saturating_sub(freed);
                 meta.insert("bytes", bytes).map_err(store_error)?;
                 let len = entries.len().map_err(store_error)?;
                 tx_counts(&counts, len, bytes, 0);
-            }
-            tx.commit().map_err(store_error)
+                Ok(())
+            })
         })
         .await
     }

@@ -7,7 +7,7 @@ use bollard::query_parameters::{
 };
 use futures_util::StreamExt;
 
-use super::{engine_error, DockerBackend};
+use super::{engine_error, start, DockerBackend};
 use crate::Result;
 
 /// Creates a plain container running `argv` with no network, as `docker run --network none` would.
@@ -48,13 +48,7 @@ pub async fn create_start_wait_remove(
     let docker = backend.client().await?;
     let id = create(backend, image, argv, network_disabled).await?;
     let run = async {
-        docker
-            .start_container(
-                &id,
-                None::<bollard::query_parameters::StartContainerOptions>,
-            )
-            .await
-            .map_err(|e| engine_error("start", &id, e))?;
+        start(docker, &id).await?;
         let mut wait =
             docker.wait_container(&id, Some(WaitContainerOptionsBuilder::default().build()));
         let mut code = 0;
@@ -81,13 +75,7 @@ pub async fn create_start_wait_remove(
 pub async fn start_exec_target(backend: &DockerBackend, image: &str) -> Result<String> {
     let docker = backend.client().await?;
     let id = create(backend, image, &["sleep", "3600"], false).await?;
-    docker
-        .start_container(
-            &id,
-            None::<bollard::query_parameters::StartContainerOptions>,
-        )
-        .await
-        .map_err(|e| engine_error("start", &id, e))?;
+    start(docker, &id).await?;
     Ok(id)
 }
 

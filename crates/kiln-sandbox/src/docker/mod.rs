@@ -110,6 +110,14 @@ async fn connect(config: &DockerConfig) -> Result<Docker> {
     }
 }
 
+/// Starts a created container.
+pub(crate) async fn start(docker: &Docker, id: &str) -> Result<()> {
+    docker
+        .start_container(id, None::<bollard::query_parameters::StartContainerOptions>)
+        .await
+        .map_err(|e| engine_error("start", id, e))
+}
+
 /// Maps a bollard error to ours: transport failures mean the engine is unavailable.
 pub(crate) fn engine_error(op: &'static str, id: &str, e: bollard::errors::Error) -> Error {
     use bollard::errors::Error as B;
@@ -237,13 +245,7 @@ impl Backend for DockerBackend {
                 }
             };
             info!("starting");
-            docker
-                .start_container(
-                    &id,
-                    None::<bollard::query_parameters::StartContainerOptions>,
-                )
-                .await
-                .map_err(|e| engine_error("start", &id, e))?;
+            start(docker, &id).await?;
             let channel = match (socket, attached) {
                 (Some(socket), _) => {
                     sandbox::Channel::Socket(socket.accept(docker, &id, CONNECT_TIMEOUT).await?)

@@ -7,40 +7,8 @@ use anyhow::Context as _;
 
 use super::{gateway, settle, BenchArgs};
 
-fn meminfo_kib(key: &str) -> anyhow::Result<u64> {
-    let text = std::fs::read_to_string("/proc/meminfo")?;
-    text.lines()
-        .find_map(|l| {
-            l.strip_prefix(key)?
-                .trim()
-                .strip_suffix("kB")?
-                .trim()
-                .parse()
-                .ok()
-        })
-        .with_context(|| format!("{key} not in /proc/meminfo"))
-}
-
-/// Memory in use in MiB, as `free` counted it before `MemAvailable`: total less free, buffers,
-/// page cache and reclaimable slab, so that cache churn does not count. The median of a few
-/// readings a little apart.
-pub(super) async fn used_mib() -> anyhow::Result<f64> {
-    let mut v = Vec::new();
-    for _ in 0..5 {
-        let used = meminfo_kib("MemTotal:")?
-            .saturating_sub(meminfo_kib("MemFree:")?)
-            .saturating_sub(meminfo_kib("Buffers:")?)
-            .saturating_sub(meminfo_kib("Cached:")?)
-            .saturating_sub(meminfo_kib("SReclaimable:")?);
-        v.push(used as f64 / 1024.0);
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    v.sort_by(f64::total_cmp);
-    Ok(v[v.len() / 2])
-}
-
-fn status_kib(pid: u32, key: &str, file: &str) -> Option<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?;
+/// The value of a `Key:   123 kB` line of a /proc file.
+fn kib_field(text: &str, key: &str) -> Option<u64> {
     text.lines().find_map(|l| {
         l.strip_prefix(key)?
             .trim()
@@ -49,6 +17,35 @@ fn status_kib(pid: u32, key: &str, file: &str) -> Option<u64> {
             .parse()
             .ok()
     })
+}
+
+/// Memory in use in MiB, as `free` counted it before `MemAvailable`: total less free, buffers,
+/// page cache and reclaimable slab, so that cache churn does not count. The median of a few
+/// readings a little apart.
+pub(super) async fn used_mib() -> anyhow::Result<f64> {
+    let mut v = Vec::new();
+    for _ in 0..5 {
+        let text = std::fs::read_to_string("/proc/meminfo")?;
+        let kib = |key: &str| {
+            kib_field(&text, key).with_context(|| format!("{key} not in /proc/meminfo"))
+        };
+        let used = kib("MemTotal:")?
+            .saturating_sub(kib("MemFree:")?)
+            .saturating_sub(kib("Buffers:")?)
+            .saturating_sub(kib("Cached:")?)
+            .saturating_sub(kib("SReclaimable:")?);
+        v.push(used as f64 / 1024.0);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    v.sort_by(f64::total_cmp);
+    Ok(v[v.len() / 2])
+}
+
+fn status_kib(pid: u32, key: &str, file: &str) -> Option<u64> {
+    kib_field(
+        &std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?,
+        key,
+    )
 }
 
 fn parent_of(pid: u32) -> Option<u32> {

@@ -14,72 +14,67 @@ pub(super) async fn metrics(State(state): State<AppState>) -> impl IntoResponse 
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], out)
 }
 
-/// A per-tier figure: metric name, help text, and how to read it.
-type Figure<T> = (&'static str, &'static str, fn(&T) -> u64);
+/// A per-tier figure: metric type, name, help text, and how to read it.
+type Figure = (
+    &'static str,
+    &'static str,
+    &'static str,
+    fn(&kiln_cache::TierStats, &kiln_cache::TierCounters) -> u64,
+);
 
 fn render_cache(out: &mut String, cache: &kiln_cache::Cache) {
     use kiln_sandbox::metrics::header;
     use std::fmt::Write as _;
     use std::sync::atomic::Ordering::Relaxed;
     let tiers: Vec<_> = cache.tiers().collect();
-    let counters: [Figure<kiln_cache::TierCounters>; 4] = [
+    let figures: [Figure; 7] = [
         (
+            "counter",
             "kiln_cache_hits_total",
             "Cache reads answered by the tier.",
-            |c| c.hits.load(Relaxed),
-        ),
-        (
-            "kiln_cache_misses_total",
-            "Cache reads the tier could not answer.",
-            |c| c.misses.load(Relaxed),
-        ),
-        (
-            "kiln_cache_errors_total",
-            "Reads and writes skipped because the tier failed (down, slow, full).",
-            |c| c.errors.load(Relaxed),
-        ),
-        (
-            "kiln_cache_corrupt_total",
-            "Entries that did not check out, deleted.",
-            |c| c.corrupt.load(Relaxed),
-        ),
-    ];
-    for (name, help, get) in counters {
-        header(out, name, "counter", help);
-        for (tier, _, c) in &tiers {
-            let _ = writeln!(out, "{name}{{tier=\"{tier}\"}} {}", get(c));
-        }
-    }
-    let figures: [(&str, Figure<kiln_cache::TierStats>); 3] = [
-        (
-            "gauge",
-            (
-                "kiln_cache_entries",
-                "Entries held by the tier (0 where it cannot tell).",
-                |s| s.entries,
-            ),
-        ),
-        (
-            "gauge",
-            (
-                "kiln_cache_bytes",
-                "Bytes held by the tier (0 where it cannot tell).",
-                |s| s.bytes,
-            ),
+            |_, c| c.hits.load(Relaxed),
         ),
         (
             "counter",
-            (
-                "kiln_cache_evictions_total",
-                "Entries the tier evicted for room or age.",
-                |s| s.evictions,
-            ),
+            "kiln_cache_misses_total",
+            "Cache reads the tier could not answer.",
+            |_, c| c.misses.load(Relaxed),
+        ),
+        (
+            "counter",
+            "kiln_cache_errors_total",
+            "Reads and writes skipped because the tier failed (down, slow, full).",
+            |_, c| c.errors.load(Relaxed),
+        ),
+        (
+            "counter",
+            "kiln_cache_corrupt_total",
+            "Entries that did not check out, deleted.",
+            |_, c| c.corrupt.load(Relaxed),
+        ),
+        (
+            "gauge",
+            "kiln_cache_entries",
+            "Entries held by the tier (0 where it cannot tell).",
+            |s, _| s.entries,
+        ),
+        (
+            "gauge",
+            "kiln_cache_bytes",
+            "Bytes held by the tier (0 where it cannot tell).",
+            |s, _| s.bytes,
+        ),
+        (
+            "counter",
+            "kiln_cache_evictions_total",
+            "Entries the tier evicted for room or age.",
+            |s, _| s.evictions,
         ),
     ];
-    for (kind, (name, help, get)) in figures {
+    for (kind, name, help, get) in figures {
         header(out, name, kind, help);
-        for (tier, stats, _) in &tiers {
-            let _ = writeln!(out, "{name}{{tier=\"{tier}\"}} {}", get(stats));
+        for (tier, stats, counters) in &tiers {
+            let _ = writeln!(out, "{name}{{tier=\"{tier}\"}} {}", get(stats, counters));
         }
     }
     header(
