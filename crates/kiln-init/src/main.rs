@@ -47,11 +47,12 @@ fn complain(msg: &str) {
     let _ = writeln!(io::stderr(), "kiln-init: {msg}");
 }
 
-/// What the command line asks for: `[--channel PATH] [--ksm]`.
+/// What the command line asks for: `[--channel PATH] [--ksm] [--no-thp]`.
 #[derive(Debug, Default)]
 struct Options {
     channel: Option<String>,
     ksm: bool,
+    no_thp: bool,
 }
 
 fn options() -> Result<Options, String> {
@@ -61,9 +62,10 @@ fn options() -> Result<Options, String> {
         match arg.as_str() {
             "--channel" => opts.channel = Some(args.next().ok_or("--channel needs a path")?),
             "--ksm" => opts.ksm = true,
+            "--no-thp" => opts.no_thp = true,
             other => {
                 return Err(format!(
-                    "unexpected argument {other:?}; usage: kiln-init [--channel PATH] [--ksm]"
+                    "unexpected argument {other:?}; usage: kiln-init [--channel PATH] [--ksm] [--no-thp]"
                 ))
             }
         }
@@ -106,6 +108,11 @@ fn main() {
         // Inherited across fork and exec: every process of the run is a KSM candidate. A
         // kernel without it (before 6.4) refuses; the run goes on unmerged.
         sys::memory_merge();
+    }
+    if opts.no_thp {
+        // Also inherited: the run's memory stays in 4 KiB pages, which KSM can merge and
+        // which a small heap does not round up to 2 MiB.
+        sys::thp_disable();
     }
     let (input, output) = match channel(opts.channel.as_deref()) {
         Ok(fds) => fds,

@@ -20,18 +20,29 @@ fn cvt(r: c_int) -> io::Result<c_int> {
 /// `PR_SET_MEMORY_MERGE`, from linux/prctl.h (6.4+); the libc crate may not name it yet.
 const PR_SET_MEMORY_MERGE: libc::c_int = 67;
 
-/// Marks this process, and what it forks and execs, mergeable by KSM. Best effort.
-pub fn memory_merge() {
+/// `prctl(option, 1, 0, 0, 0)`, best effort: a kernel without the option refuses.
+fn prctl_on(option: libc::c_int) {
     // SAFETY: prctl with integer arguments reads no memory of ours.
     unsafe {
         libc::prctl(
-            PR_SET_MEMORY_MERGE,
+            option,
             1 as c_ulong,
             0 as c_ulong,
             0 as c_ulong,
             0 as c_ulong,
         );
     }
+}
+
+/// Marks this process, and what it forks and execs, mergeable by KSM.
+pub fn memory_merge() {
+    prctl_on(PR_SET_MEMORY_MERGE);
+}
+
+/// No transparent huge pages for this process and what it forks and execs, whatever the
+/// host's policy.
+pub fn thp_disable() {
+    prctl_on(libc::PR_SET_THP_DISABLE);
 }
 
 pub fn harden() {

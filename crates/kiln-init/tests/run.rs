@@ -47,11 +47,16 @@ impl Run {
 /// Feeds `input` to kiln-init in `dir`, keeping its stdin open as the host does, and collects
 /// every frame it sends.
 fn run_raw(dir: &Path, input: &[u8], close_stdin: bool) -> Run {
+    run_raw_with(dir, &[], input, close_stdin)
+}
+
+fn run_raw_with(dir: &Path, args: &[&str], input: &[u8], close_stdin: bool) -> Run {
     let start = Instant::now();
     // KILN_INIT_BIN runs the same checks against another build, e.g. the static release one.
     let bin =
         std::env::var_os("KILN_INIT_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_kiln-init").into());
     let mut child = Command::new(bin)
+        .args(args)
         .current_dir(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
@@ -354,4 +359,22 @@ fn output_written_just_before_exit_is_kept() {
     let r = run(&sh("head -c 200000 /dev/zero; echo; echo tail >&2"));
     assert_eq!(r.stdout.len(), 200_001);
     assert_eq!(r.stderr(), "tail\n");
+}
+
+#[test]
+fn ksm_and_thp_marks_reach_the_program() {
+    let dir = temp_dir("marks");
+    let status = |args: &[&str]| {
+        let job =
+            sh("grep -h -e THP_enabled -e ksm_merge_any /proc/self/status /proc/self/ksm_stat");
+        let r = run_raw_with(&dir, args, &job.to_frame(), false);
+        assert_eq!(r.init_code, Some(0), "{r:?}");
+        r.stdout().split_whitespace().collect::<Vec<_>>().join(" ")
+    };
+    assert_eq!(status(&[]), "THP_enabled: 1 ksm_merge_any: no");
+    assert_eq!(
+        status(&["--ksm", "--no-thp"]),
+        "THP_enabled: 0 ksm_merge_any: yes"
+    );
+    let _ = fs::remove_dir_all(&dir);
 }

@@ -67,6 +67,13 @@ pub trait Sandbox: Send + std::fmt::Debug {
     /// died or whose attach stream broke is not. Used before a pooled sandbox is handed out.
     fn is_alive(&mut self) -> bool;
 
+    /// The host processes that exist only for this sandbox (its init and, for Docker, its
+    /// containerd shim), whose idle memory may be paged out while it waits; empty where the
+    /// backend does not know them.
+    fn host_pids(&self) -> Vec<u32> {
+        Vec::new()
+    }
+
     /// Writes `job` and collects output until kiln-init's exit frame. The sandbox is consumed:
     /// it serves exactly one run and is removed afterwards.
     async fn run(self: Box<Self>, job: Job) -> Result<RunOutcome>;

@@ -51,7 +51,7 @@ impl Running {
 /// `signals`, SIGTERM and Ctrl-C start the shutdown too.
 pub async fn start(config: Config, signals: bool) -> anyhow::Result<Running> {
     let memory = Arc::new(Memory::start(&config.memory));
-    let docker_config = config.docker.to_backend_config_with(memory.ksm_on());
+    let docker_config = config.backend_config(memory.ksm_on())?;
     let init_path = docker_config.init_path.clone();
     if let Err(reason) = crate::http::check_init(&init_path) {
         warn!(%reason, "kiln-init is not usable; runs will fail until it is (see /ready)");
@@ -62,9 +62,13 @@ pub async fn start(config: Config, signals: bool) -> anyhow::Result<Running> {
         Err(e) => warn!(error = %e, "cannot look for orphaned sandboxes now"),
     }
     let launches = Arc::new(LaunchMetrics::default());
-    let pool = config
-        .pool_config()?
-        .map(|pc| PoolManager::start(backend.clone(), pc, launches.clone()));
+    let pool = config.pool_config()?.map(|mut pc| {
+        pc.page_out_after = memory.page_out_after();
+        PoolManager::start(backend.clone(), pc, launches.clone())
+    });
+    if let Some(pool) = &pool {
+        memory.watch(pool.clone());
+    }
     let executor = Arc::new(Executor::new(
         backend.clone(),
         ExecutorConfig {
@@ -136,11 +140,13 @@ pub async fn start(config: Config, signals: bool) -> anyhow::Result<Running> {
         while busy() && t0.elapsed() < SHUTDOWN_DRAIN {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        memory.stop();
         match backend.remove_orphans().await {
-            Ok(n) => info!(removed = n, "shutdown complete"),
+            Ok(n) => info!(removed = n, "sandboxes removed"),
             Err(e) => warn!(error = %e, "cannot remove sandboxes at shutdown"),
         }
+        // Last: with the sandboxes gone, a zram device has little to give back on swapoff.
+        memory.stop();
+        info!("shutdown complete");
         Ok(())
     });
     Ok(Running {

@@ -41,6 +41,11 @@ pub struct DockerConfig {
     pub channel_dir: Option<PathBuf>,
     /// Have kiln-init mark every process of a run mergeable by KSM (`PR_SET_MEMORY_MERGE`).
     pub ksm: bool,
+    /// Whether runs may get transparent huge pages (else kiln-init sets `PR_SET_THP_DISABLE`),
+    /// for images not in `thp_by_image`.
+    pub thp: bool,
+    /// The same choice for particular images (from the pools' configuration).
+    pub thp_by_image: HashMap<String, bool>,
 }
 
 impl Default for DockerConfig {
@@ -55,6 +60,8 @@ impl Default for DockerConfig {
             kill_grace: Duration::from_secs(2),
             channel_dir: None,
             ksm: false,
+            thp: true,
+            thp_by_image: HashMap::new(),
         }
     }
 }
@@ -103,6 +110,14 @@ pub fn container_body(
     };
     if config.ksm {
         cmd.push("--ksm".to_owned());
+    }
+    if !config
+        .thp_by_image
+        .get(&spec.image)
+        .copied()
+        .unwrap_or(config.thp)
+    {
+        cmd.push("--no-thp".to_owned());
     }
     ContainerCreateBody {
         image: Some(spec.image.clone()),
@@ -190,5 +205,30 @@ mod tests {
             .unwrap()
             .contains(&"/run/kiln/x.sock:/.kiln/channel:ro".to_owned()));
         assert_eq!(body.open_stdin, Some(false));
+    }
+
+    #[test]
+    fn ksm_and_thp_flags_follow_the_config_and_the_image() {
+        let spec = |image: &str| SandboxSpec {
+            image: image.into(),
+            workdir: "/workspace".into(),
+            limits: Limits::DEFAULT,
+            network: false,
+        };
+        let mut config = DockerConfig {
+            ksm: true,
+            thp: false,
+            ..DockerConfig::default()
+        };
+        config.thp_by_image.insert("kiln/python".into(), true);
+        let cmd =
+            |image: &str, c: &DockerConfig| container_body(c, &spec(image), None).cmd.unwrap();
+        assert_eq!(cmd("kiln/busybox", &config), ["--ksm", "--no-thp"]);
+        assert_eq!(cmd("kiln/python", &config), ["--ksm"]);
+        config.ksm = false;
+        config.thp = true;
+        config.thp_by_image.insert("kiln/python".into(), false);
+        assert!(cmd("kiln/busybox", &config).is_empty());
+        assert_eq!(cmd("kiln/python", &config), ["--no-thp"]);
     }
 }

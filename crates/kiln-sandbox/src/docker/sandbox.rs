@@ -347,6 +347,26 @@ impl Sandbox for DockerSandbox {
         self.image_id.as_deref()
     }
 
+    fn host_pids(&self) -> Vec<u32> {
+        // The socket's peer credentials name kiln-init by its pid on the host; its parent is
+        // the container's shim. The attach channel does not tell.
+        let Channel::Socket(s) = &self.channel else {
+            return Vec::new();
+        };
+        let Some(init) = s.peer_cred().ok().and_then(|c| c.pid()) else {
+            return Vec::new();
+        };
+        let init = init as u32;
+        let mut pids = vec![init];
+        if let Some(shim) = crate::memory::parent_of(init).filter(|p| {
+            std::fs::read_to_string(format!("/proc/{p}/comm"))
+                .is_ok_and(|c| c.starts_with("containerd-shim"))
+        }) {
+            pids.push(shim);
+        }
+        pids
+    }
+
     async fn run(self: Box<Self>, job: Job) -> Result<RunOutcome> {
         let span = self.guard.span.clone();
         self.run_inner(job).instrument(span).await

@@ -1,4 +1,6 @@
-use std::path::{Path, PathBuf};
+use std::path::Path;
+
+use super::knobs::Knobs;
 
 /// What the gateway does with the host's KSM daemon.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,9 +36,7 @@ fn page_size() -> u64 {
 /// The host's KSM, under a sysfs root (`/sys` in production).
 #[derive(Debug)]
 pub struct Ksm {
-    dir: PathBuf,
-    /// The host's values before the gateway changed them, restored at shutdown.
-    previous: Vec<(&'static str, String)>,
+    knobs: Knobs,
     /// Why the gateway does not manage KSM, when it does not.
     pub unmanaged_reason: Option<String>,
 }
@@ -44,16 +44,13 @@ pub struct Ksm {
 impl Ksm {
     pub fn new(sysfs: &Path) -> Ksm {
         Ksm {
-            dir: sysfs.join("kernel/mm/ksm"),
-            previous: Vec::new(),
+            knobs: Knobs::new(sysfs.join("kernel/mm/ksm")),
             unmanaged_reason: Some("not asked to manage KSM".into()),
         }
     }
 
     fn read(&self, name: &str) -> Option<String> {
-        std::fs::read_to_string(self.dir.join(name))
-            .ok()
-            .map(|s| s.trim().to_owned())
+        self.knobs.read(name)
     }
 
     /// Applies `settings`; where a knob cannot be written (not root, no such file), records why
@@ -69,40 +66,16 @@ impl Ksm {
             ("sleep_millisecs", settings.sleep_millisecs.to_string()),
             ("run", "1".to_owned()),
         ];
-        let mut previous = Vec::new();
-        for (name, value) in wanted {
-            let Some(old) = self.read(name) else {
-                self.unmanaged_reason = Some(format!(
-                    "{} does not exist: no KSM in this kernel",
-                    self.dir.join(name).display()
-                ));
-                self.restore_list(&previous);
-                return;
-            };
-            if let Err(e) = std::fs::write(self.dir.join(name), &value) {
-                self.unmanaged_reason = Some(format!(
-                    "cannot write {}: {e}",
-                    self.dir.join(name).display()
-                ));
-                self.restore_list(&previous);
-                return;
-            }
-            previous.push((name, old));
-        }
-        self.previous = previous;
-        self.unmanaged_reason = None;
-    }
-
-    fn restore_list(&self, list: &[(&'static str, String)]) {
-        for (name, value) in list.iter().rev() {
-            let _ = std::fs::write(self.dir.join(name), value);
-        }
+        self.unmanaged_reason = match self.knobs.set(&wanted) {
+            Ok(()) => None,
+            Err(e) if e.ends_with("does not exist") => Some(format!("{e}: no KSM in this kernel")),
+            Err(e) => Some(e),
+        };
     }
 
     /// Puts back what [`Ksm::apply`] changed.
     pub fn restore(&mut self) {
-        let previous = std::mem::take(&mut self.previous);
-        self.restore_list(&previous);
+        self.knobs.restore();
     }
 
     /// The counters now; `None` where the kernel has no KSM.

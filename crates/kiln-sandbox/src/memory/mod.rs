@@ -1,6 +1,14 @@
-//! Memory density on the host: KSM today (THP and zram to come, issue 5). Every knob lives
-//! under a sysfs root that tests point at a temporary directory.
+//! Memory density on the host: KSM, the transparent-huge-page policy, and zram swap with the
+//! paging out of idle sandboxes. Every knob lives under a sysfs root that unit tests point at a
+//! temporary directory.
 
+mod knobs;
 mod ksm;
+mod pageout;
+mod thp;
+mod zram;
 
 pub use ksm::{Ksm, KsmSettings, KsmStats};
+pub use pageout::{page_out, parent_of, resident_and_swapped};
+pub use thp::{Thp, ThpPolicy};
+pub use zram::{Zram, ZramSettings, ZramStats};

@@ -28,7 +28,7 @@ use tracing::{debug, info, warn};
 pub use key::PoolKey;
 pub use state::{PoolStatus, RemovalReason};
 
-use crate::metrics::LaunchMetrics;
+use crate::metrics::{Counter, LaunchMetrics};
 use crate::{Backend, Result, Sandbox, SandboxSpec};
 use state::{Pool, Pooled};
 
@@ -65,6 +65,9 @@ pub struct PoolConfig {
     pub forget_after: Duration,
     /// How often the background task looks at every pool.
     pub tick: Duration,
+    /// Page out the memory of a sandbox (and of its host-side helpers) that has waited this
+    /// long in a pool, once; `None`: never (there is no swap to page into).
+    pub page_out_after: Option<Duration>,
 }
 
 impl Default for PoolConfig {
@@ -81,6 +84,7 @@ impl Default for PoolConfig {
             shrink_after: Duration::from_secs(30),
             forget_after: Duration::from_secs(300),
             tick: Duration::from_millis(100),
+            page_out_after: None,
         }
     }
 }
@@ -103,6 +107,18 @@ pub struct PoolManager {
     launches: Arc<LaunchMetrics>,
     /// Creation tasks not yet finished, for a shutdown to wait on.
     in_flight: AtomicUsize,
+    page_outs: Arc<PageOuts>,
+}
+
+/// What paging out idle sandboxes did.
+#[derive(Debug, Default)]
+pub struct PageOuts {
+    /// Sandboxes paged out.
+    pub sandboxes: Counter,
+    /// Bytes of the ranges handed to the kernel.
+    pub bytes_advised: Counter,
+    /// Processes that could not be paged out (gone, or not permitted).
+    pub errors: Counter,
 }
 
 impl PoolManager {
@@ -125,6 +141,7 @@ impl PoolManager {
             refill_secs: Mutex::new(0.3),
             launches,
             in_flight: AtomicUsize::new(0),
+            page_outs: Arc::default(),
         });
         for def in &manager.config.pools {
             let pool = Pool::new(def.name.clone(), def.spec.clone(), def.min, def.max, true);
@@ -288,6 +305,7 @@ impl PoolManager {
                 result.map(|sandbox| Pooled {
                     sandbox,
                     born: Instant::now(),
+                    paged: false,
                 }),
             );
             manager.in_flight.fetch_sub(1, Ordering::SeqCst);
@@ -365,6 +383,7 @@ impl PoolManager {
             .cloned()
             .collect();
         let mut forget = Vec::new();
+        let mut page_out = Vec::new();
         for pool in pools {
             let mut st = pool.state.lock().expect("pool lock");
             // Health: age and liveness of every ready sandbox.
@@ -381,6 +400,14 @@ impl PoolManager {
                 }
             }
             st.ready = kept;
+            if let Some(after) = self.config.page_out_after {
+                for p in st.ready.iter_mut() {
+                    if !p.paged && p.born.elapsed() >= after {
+                        p.paged = true;
+                        page_out.push(p.sandbox.host_pids());
+                    }
+                }
+            }
 
             let target = st.forecast.target(now_s, refill_s, pool.min, pool.max);
             st.target = target;
@@ -418,6 +445,23 @@ impl PoolManager {
                 forget.push(pool.key.clone());
             }
         }
+        if !page_out.is_empty() {
+            let counts = self.page_outs.clone();
+            tokio::task::spawn_blocking(move || {
+                for pids in page_out {
+                    counts.sandboxes.inc();
+                    for pid in pids {
+                        match crate::memory::page_out(pid) {
+                            Ok(bytes) => counts.bytes_advised.add(bytes),
+                            Err(e) => {
+                                counts.errors.inc();
+                                debug!(pid, error = %e, "page out failed");
+                            }
+                        }
+                    }
+                }
+            });
+        }
         if !forget.is_empty() {
             let mut pools = self.pools.write().expect("pools lock");
             for k in forget {
@@ -446,6 +490,26 @@ impl PoolManager {
             .iter()
             .filter(|s| s.configured)
             .all(|s| s.ready >= s.min)
+    }
+
+    /// What paging out idle sandboxes did so far.
+    pub fn page_outs(&self) -> &PageOuts {
+        &self.page_outs
+    }
+
+    /// The host processes of every ready sandbox, per sandbox.
+    pub fn ready_host_pids(&self) -> Vec<Vec<u32>> {
+        let pools = self.pools.read().expect("pools lock");
+        pools
+            .values()
+            .flat_map(|pool| {
+                let st = pool.state.lock().expect("pool lock");
+                st.ready
+                    .iter()
+                    .map(|p| p.sandbox.host_pids())
+                    .collect::<Vec<_>>()
+            })
+            .collect()
     }
 
     /// Creations still running (for a shutdown: what they make is removed when they end).

@@ -47,6 +47,8 @@ impl RemovalReason {
 pub(super) struct Pooled {
     pub sandbox: Box<dyn Sandbox>,
     pub born: Instant,
+    /// Its idle memory was paged out already.
+    pub paged: bool,
 }
 
 impl std::fmt::Debug for Pooled {

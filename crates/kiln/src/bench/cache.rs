@@ -81,6 +81,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         network: false,
         min: 4,
         max: 4,
+        thp: None,
     }];
     config.cache.l2_path = Some(dir.join("cache.redb"));
     config.memory.ksm_host = crate::config::HostPolicy::Leave;

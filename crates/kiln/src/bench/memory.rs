@@ -5,6 +5,8 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
+use kiln_sandbox::memory::parent_of;
+
 use super::{gateway, settle, BenchArgs};
 
 /// The value of a `Key:   123 kB` line of a /proc file.
@@ -46,17 +48,6 @@ fn status_kib(pid: u32, key: &str, file: &str) -> Option<u64> {
         &std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?,
         key,
     )
-}
-
-fn parent_of(pid: u32) -> Option<u32> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command may hold spaces and parentheses: fields start after the last ')'.
-    stat.rsplit_once(')')?
-        .1
-        .split_whitespace()
-        .nth(1)?
-        .parse()
-        .ok()
 }
 
 fn cgroup_usage_bytes(id: &str) -> Option<u64> {

@@ -94,6 +94,7 @@ async fn gateway(args: &BenchArgs, tag: &str, pool: Option<usize>) -> anyhow::Re
             network: false,
             min: n,
             max: n,
+            thp: None,
         }];
     }
     crate::serve::start(config, false).await

@@ -94,14 +94,6 @@ impl DockerSection {
         std::fs::canonicalize(&p).unwrap_or(p)
     }
 
-    /// The backend's configuration; `ksm` has kiln-init mark runs mergeable.
-    pub fn to_backend_config_with(&self, ksm: bool) -> DockerConfig {
-        DockerConfig {
-            ksm,
-            ..self.to_backend_config()
-        }
-    }
-
     pub fn to_backend_config(&self) -> DockerConfig {
         DockerConfig {
             host: self.host.clone(),

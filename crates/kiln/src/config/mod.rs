@@ -18,7 +18,7 @@ use serde::Deserialize;
 pub use cache::CacheSection;
 pub use docker::{ChannelKind, DockerSection};
 pub use limits::{LimitsSection, NetworkSection};
-pub use memory::{HostPolicy, MemorySection, Switch};
+pub use memory::{HostPolicy, MemorySection, SandboxThp, Switch, ThpHost};
 pub use pool::{PoolEntry, PoolSection};
 pub use server::ServerSection;
 
@@ -111,7 +111,41 @@ impl Config {
         self.cache.validate()?;
         self.memory.validate()?;
         self.pool_config()?;
+        self.thp_by_image()?;
         Ok(())
+    }
+
+    /// The Docker backend's configuration; `ksm`: kiln-init marks runs mergeable.
+    pub fn backend_config(
+        &self,
+        ksm: bool,
+    ) -> Result<kiln_sandbox::docker::DockerConfig, ConfigError> {
+        Ok(kiln_sandbox::docker::DockerConfig {
+            ksm,
+            thp: self.memory.sandbox_thp == SandboxThp::Allow,
+            thp_by_image: self.thp_by_image()?,
+            ..self.docker.to_backend_config()
+        })
+    }
+
+    /// The pools' own huge-page choices, by image: one image, one choice.
+    fn thp_by_image(&self) -> Result<std::collections::HashMap<String, bool>, ConfigError> {
+        let mut map = std::collections::HashMap::new();
+        for (i, e) in self.pool.pools.iter().enumerate() {
+            let Some(thp) = e.thp else { continue };
+            let allow = thp == SandboxThp::Allow;
+            if map
+                .insert(e.image.clone(), allow)
+                .is_some_and(|had| had != allow)
+            {
+                return Err(ConfigError::Invalid(format!(
+                    "pool.pools[{i}].thp: another pool of {} chose otherwise; huge pages are \
+                     chosen per image",
+                    e.image
+                )));
+            }
+        }
+        Ok(map)
     }
 
     /// The warm pool's configuration, `None` when pooling is off.

@@ -45,6 +45,10 @@ pub struct PoolEntry {
     pub min: usize,
     #[serde(default = "default_max")]
     pub max: usize,
+    /// Huge pages in this pool's sandboxes (and in every run of its image); else
+    /// `memory.sandbox_thp`.
+    #[serde(default)]
+    pub thp: Option<super::SandboxThp>,
 }
 
 fn default_min() -> usize {
@@ -65,6 +69,7 @@ impl Default for PoolSection {
             network: false,
             min: DEFAULT_POOL_MIN,
             max: DEFAULT_POOL_MAX,
+            thp: None,
         };
         PoolSection {
             enabled: true,

@@ -60,6 +60,7 @@ pub fn pooled_config(tag: &str, min: usize, max: usize) -> Config {
         network: false,
         min,
         max,
+        thp: None,
     }];
     c
 }
