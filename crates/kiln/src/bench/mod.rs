@@ -52,6 +52,13 @@ pub struct BenchArgs {
     /// Idle pooled sandboxes for the memory measurement (0 skips it).
     #[arg(long, default_value_t = 20)]
     pub idle_sandboxes: usize,
+    /// Measure only the Python workload's time and peak memory under each THP choice, with
+    /// this many runs per choice.
+    #[arg(long)]
+    pub thp: Option<usize>,
+    /// Measure only the memory of idle pooled sandboxes (zram off and on).
+    #[arg(long)]
+    pub idle_only: bool,
     /// Measure the result cache only (misses against hits from each tier).
     #[arg(long)]
     pub cache: bool,
@@ -74,6 +81,16 @@ const POOL_NAME: &str = "bench";
 
 /// A gateway in this process: cold (no pool) or with one pool of `pool` sandboxes.
 async fn gateway(args: &BenchArgs, tag: &str, pool: Option<usize>) -> anyhow::Result<Running> {
+    gateway_with(args, tag, pool, |_| {}).await
+}
+
+/// [`gateway`], its configuration changed by `tweak` last.
+async fn gateway_with(
+    args: &BenchArgs,
+    tag: &str,
+    pool: Option<usize>,
+    tweak: impl FnOnce(&mut Config),
+) -> anyhow::Result<Running> {
     let mut config = Config::default();
     config.server.listen = "127.0.0.1:0".into();
     config.server.max_concurrent = 64;
@@ -97,6 +114,7 @@ async fn gateway(args: &BenchArgs, tag: &str, pool: Option<usize>) -> anyhow::Re
             thp: None,
         }];
     }
+    tweak(&mut config);
     crate::serve::start(config, false).await
 }
 
@@ -143,6 +161,12 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if let Some(n) = args.density {
         return density::run(&args, n).await;
+    }
+    if let Some(runs) = args.thp {
+        return density::thp(&args, runs).await;
+    }
+    if args.idle_only {
+        return memory::run(&args).await;
     }
     let max_c = args.concurrency.iter().copied().max().unwrap_or(1).max(1);
     let mut probe = Config::default();

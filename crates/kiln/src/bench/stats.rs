@@ -15,6 +15,9 @@ impl Samples {
     pub fn push(&mut self, ms: f64) {
         self.0.push(ms);
     }
+    pub fn extend(&mut self, other: &Samples) {
+        self.0.extend_from_slice(&other.0);
+    }
     pub fn sorted(&self) -> Vec<f64> {
         let mut v = self.0.clone();
         v.sort_by(f64::total_cmp);
