@@ -43,10 +43,12 @@ pub fn run(job: &Job, out: &mut Output) -> io::Result<()> {
     let child = match cmd.spawn() {
         Ok(child) => child,
         Err(e) => {
-            let code = if e.kind() == io::ErrorKind::PermissionDenied {
-                126
-            } else {
+            // As shells do: 127 when there is no such program, 126 when it exists but cannot
+            // be run (not executable, argument list too long, bad format…).
+            let code = if e.kind() == io::ErrorKind::NotFound {
                 127
+            } else {
+                126
             };
             return refuse(out, &format!("kiln-init: cannot run '{prog}': {e}\n"), code);
         }
