@@ -5,6 +5,7 @@ pub mod bench;
 pub mod client;
 pub mod config;
 pub mod http;
+pub mod listen;
 pub mod memory;
 pub mod results;
 pub mod serve;

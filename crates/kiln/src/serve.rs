@@ -5,7 +5,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum::serve::ListenerExt as _;
 use kiln_sandbox::docker::DockerBackend;
 use kiln_sandbox::metrics::LaunchMetrics;
 use kiln_sandbox::pool::PoolManager;
@@ -93,7 +92,8 @@ pub async fn start(config: Config, signals: bool) -> anyhow::Result<Running> {
         results,
         memory.clone(),
     )
-    .with_max_batch(config.server.max_batch);
+    .with_max_batch(config.server.max_batch)
+    .with_body_timeout(Duration::from_millis(config.server.body_timeout_ms));
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;
@@ -103,6 +103,10 @@ pub async fn start(config: Config, signals: bool) -> anyhow::Result<Running> {
     let (stop, stopped) = oneshot::channel::<()>();
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let router = app(state.clone());
+    let limits = crate::listen::ConnLimits {
+        header_timeout: Duration::from_millis(config.server.header_timeout_ms),
+        max_connections: config.server.max_connections,
+    };
     let task = tokio::spawn(async move {
         let (begin_tx, begin_rx) = oneshot::channel::<()>();
         let shutdown = async move {
@@ -113,12 +117,7 @@ pub async fn start(config: Config, signals: bool) -> anyhow::Result<Running> {
             info!("shutting down: no new runs; waiting for runs in flight");
             let _ = begin_tx.send(());
         };
-        // Small answers go out at once rather than waiting on Nagle's algorithm.
-        let listener = listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        let server = axum::serve(listener, router).with_graceful_shutdown(shutdown);
-        let server = tokio::spawn(async move { server.await });
+        let server = tokio::spawn(crate::listen::serve(listener, router, limits, shutdown));
         // The grace period starts with the shutdown, not before.
         let _ = begin_rx.await;
         if tokio::time::timeout(grace, server).await.is_err() {

@@ -25,6 +25,12 @@ pub struct ServerSection {
     pub shutdown_grace_ms: u64,
     /// Most requests in one `POST /api/v1/execute/batch`.
     pub max_batch: usize,
+    /// How long a client may take to send a request's headers before its connection is closed.
+    pub header_timeout_ms: u64,
+    /// How long a request's body may take to arrive before it is answered 408.
+    pub body_timeout_ms: u64,
+    /// Open client connections at once; more are closed as soon as they are accepted.
+    pub max_connections: usize,
 }
 
 impl Default for ServerSection {
@@ -37,6 +43,9 @@ impl Default for ServerSection {
             queue_timeout_ms: DEFAULT_QUEUE_TIMEOUT_MS,
             shutdown_grace_ms: DEFAULT_SHUTDOWN_GRACE_MS,
             max_batch: crate::http::DEFAULT_MAX_BATCH,
+            header_timeout_ms: 10_000,
+            body_timeout_ms: crate::http::DEFAULT_BODY_TIMEOUT.as_millis() as u64,
+            max_connections: 4096,
         }
     }
 }
@@ -52,6 +61,12 @@ impl ServerSection {
         if self.max_concurrent == 0 {
             return Err(ConfigError::Invalid(
                 "server.max_concurrent must be at least 1".into(),
+            ));
+        }
+        if self.header_timeout_ms == 0 || self.body_timeout_ms == 0 || self.max_connections == 0 {
+            return Err(ConfigError::Invalid(
+                "server.header_timeout_ms, body_timeout_ms and max_connections must be at least 1"
+                    .into(),
             ));
         }
         if self.max_body_bytes < 1024 {

@@ -18,7 +18,7 @@ pub(super) async fn batch(
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let received = Instant::now();
-    let bytes = read_body(body, state.inner.max_body_bytes).await?;
+    let bytes = read_body(body, &state).await?;
     let doc: Value =
         serde_json::from_slice(&bytes).map_err(|e| ApiError::BadJson(e.to_string()))?;
     let items = doc

@@ -4,7 +4,7 @@ use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kiln_api::{ErrorBody, ValidationError};
-use tracing::error;
+use tracing::{error, warn};
 
 /// Everything the HTTP edge answers with other than a result. Each variant has one status code
 /// and one stable `code`; internal faults are logged with their cause and answered without it.
@@ -18,6 +18,8 @@ pub enum ApiError {
     TooLarge(usize),
     #[error("cannot read the request body: {0}")]
     BodyRead(String),
+    #[error("the request body did not arrive within {} ms", .0.as_millis())]
+    BodyTimeout(Duration),
     #[error(transparent)]
     Sandbox(#[from] kiln_sandbox::Error),
     #[error("no such route")]
@@ -66,6 +68,11 @@ impl ApiError {
                 ErrorBody::new("bad_body", message),
                 None,
             ),
+            ApiError::BodyTimeout(_) => (
+                StatusCode::REQUEST_TIMEOUT,
+                ErrorBody::new("body_timeout", message),
+                None,
+            ),
             ApiError::NotFound => (
                 StatusCode::NOT_FOUND,
                 ErrorBody::new("not_found", message),
@@ -95,6 +102,18 @@ impl ApiError {
                         "the Docker engine cannot be reached; try again later",
                     ),
                     Some(Duration::from_secs(5)),
+                )
+            }
+            ApiError::Sandbox(ref e @ S::Interrupted { .. }) => {
+                warn!(cause = %e, "run interrupted");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorBody::new(
+                        "sandbox_lost",
+                        "the sandbox was stopped from outside before the run finished (the \
+                         engine restarted, say); the run may have partly happened",
+                    ),
+                    Some(Duration::from_secs(1)),
                 )
             }
             ApiError::Sandbox(S::AtCapacity { retry_after, .. }) => (

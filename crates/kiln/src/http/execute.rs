@@ -15,7 +15,7 @@ pub(super) async fn execute(
     body: Body,
 ) -> Result<Json<ExecuteResponse>, ApiError> {
     let received = Instant::now();
-    let bytes = read_body(body, state.inner.max_body_bytes).await?;
+    let bytes = read_body(body, &state).await?;
     let request = decode(&bytes)?;
     let spec = request.validate(&state.inner.policy)?;
     Ok(Json(run(&state, spec, received).await?))
@@ -59,8 +59,14 @@ pub(super) async fn run(
 }
 
 /// The whole body, within `limit` bytes.
-pub(super) async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, ApiError> {
-    to_bytes(body, limit).await.map_err(|e| {
+/// The whole body, within the size limit and the time limit: a client that sends it slowly
+/// (slowloris) is answered 408 rather than holding the connection and its buffer open.
+pub(super) async fn read_body(body: Body, state: &AppState) -> Result<axum::body::Bytes, ApiError> {
+    let (limit, within) = (state.inner.max_body_bytes, state.inner.body_timeout);
+    let read = tokio::time::timeout(within, to_bytes(body, limit))
+        .await
+        .map_err(|_| ApiError::BodyTimeout(within))?;
+    read.map_err(|e| {
         if std::error::Error::source(&e).is_some_and(|s| s.is::<http_body_util::LengthLimitError>())
         {
             ApiError::TooLarge(limit)

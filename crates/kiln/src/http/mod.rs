@@ -10,7 +10,7 @@ pub(crate) use health::check_init;
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::extract::{MatchedPath, Request};
 use axum::middleware::{self, Next};
@@ -28,6 +28,7 @@ pub use error::ApiError;
 
 /// The most requests a batch may carry unless the config says otherwise.
 pub const DEFAULT_MAX_BATCH: usize = 32;
+pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -40,6 +41,7 @@ struct Shared {
     executor: Arc<Executor>,
     policy: Policy,
     max_body_bytes: usize,
+    body_timeout: Duration,
     max_batch: usize,
     required_images: Vec<String>,
     init_path: PathBuf,
@@ -62,6 +64,7 @@ impl AppState {
                 executor,
                 policy,
                 max_body_bytes,
+                body_timeout: DEFAULT_BODY_TIMEOUT,
                 max_batch: DEFAULT_MAX_BATCH,
                 required_images,
                 init_path,
@@ -69,6 +72,14 @@ impl AppState {
                 memory,
             }),
         }
+    }
+
+    /// How long a request's body may take to arrive.
+    pub fn with_body_timeout(mut self, within: Duration) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("set before the state is shared")
+            .body_timeout = within;
+        self
     }
 
     /// The most requests one batch may carry.

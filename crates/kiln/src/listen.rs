@@ -1,0 +1,74 @@
+//! The HTTP/1 accept loop, with the bounds a public port needs: a deadline for a request's
+//! headers (slowloris), a cap on header size, a cap on open connections, and a graceful stop
+//! that lets requests in flight finish. (Bodies are bounded in size and time where they are
+//! read: `http::execute::read_body`.)
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
+use tracing::{debug, warn};
+
+/// Largest request head (request line and headers) read; more is answered 431.
+pub const MAX_HEAD_BYTES: usize = 64 << 10;
+
+#[derive(Debug, Clone, Copy)]
+pub struct ConnLimits {
+    pub header_timeout: Duration,
+    pub max_connections: usize,
+}
+
+/// Serves `router` until `stop` resolves, then stops accepting and waits for every open
+/// connection to finish the request it is serving.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    limits: ConnLimits,
+    stop: impl Future<Output = ()>,
+) {
+    let mut http = http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .max_buf_size(MAX_HEAD_BYTES);
+    let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
+    tokio::pin!(stop);
+    loop {
+        let (tcp, peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    // Out of file descriptors, mostly: wait a little rather than spin.
+                    warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut stop => break,
+        };
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            warn!(%peer, max = limits.max_connections, "too many connections; closed");
+            continue;
+        };
+        // Small answers go out at once rather than waiting on Nagle's algorithm.
+        let _ = tcp.set_nodelay(true);
+        let conn =
+            http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router.clone()));
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                debug!(%peer, error = %e, "connection ended");
+            }
+            drop(slot);
+        });
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
