@@ -29,6 +29,10 @@ pub enum Error {
     /// Nothing of the job ran, so running it elsewhere is safe.
     #[error("sandbox {id} lost before the run: {detail}")]
     Lost { id: String, detail: String },
+    /// The sandbox was stopped from outside while the job ran (the engine stopped or
+    /// restarted, or someone removed the container): the job may have partly run.
+    #[error("sandbox {id} was stopped before the run finished: {detail}")]
+    Interrupted { id: String, detail: String },
     /// kiln-init broke the protocol, or the sandbox ended without an exit frame.
     #[error("sandbox {id}: {detail}")]
     Protocol { id: String, detail: String },

@@ -26,15 +26,23 @@ struct Server {
 
 impl Server {
     fn start() -> Server {
+        Server::start_as(&unique_id("cli"), &[])
+    }
+
+    /// `kiln serve` as gateway `gateway_id`, with more `--set` overrides.
+    fn start_as(gateway_id: &str, sets: &[&str]) -> Server {
         let port = free_port();
-        let gateway_id = unique_id("cli");
+        let gateway_id = gateway_id.to_owned();
         let child = Command::new(KILN)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .args(sets.iter().flat_map(|s| ["--set", s]))
             .args(["--set", &format!("docker.gateway_id={gateway_id}")])
             .env("KILN_INIT_PATH", init_path())
             .env("KILN__LIMITS__MAX__TIMEOUT_MS", "20000")
             // The host's KSM is global: only the KSM test manages it.
             .env("KILN__MEMORY__KSM_HOST", "leave")
+            // Each server its own state: no shared on-disk cache store.
+            .env("KILN__CACHE__L2_PATH", "")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -191,4 +199,66 @@ fn serve_help_documents_the_configuration() {
     ] {
         assert!(help.contains(needle), "help lacks {needle}: {help}");
     }
+}
+
+/// Killed with SIGKILL, a gateway cleans nothing up; started again under the same id, it
+/// removes every container its dead instance left (pooled and running ones alike).
+#[test]
+fn a_gateway_killed_hard_is_cleaned_up_by_its_next_start() {
+    let id = unique_id("sigkill");
+    let pool = [
+        "pool.enabled=true",
+        "pool.on_demand=false",
+        r#"pool.pools=[{image = "kiln/busybox", min = 3, max = 3}]"#,
+    ];
+    let mut first = Server::start_as(&id, &pool);
+    let t0 = Instant::now();
+    while containers_of(&id).len() < 3 {
+        assert!(t0.elapsed() < Duration::from_secs(30), "pool never filled");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // And one run in flight when the gateway dies.
+    let url = first.url.clone();
+    let in_flight = std::thread::spawn(move || {
+        Command::new(KILN)
+            .args([
+                "run",
+                "--url",
+                &url,
+                "--image",
+                "kiln/busybox",
+                "--",
+                "sleep",
+                "30",
+            ])
+            .output()
+            .unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(1500));
+    let before = containers_of(&id);
+    assert!(before.len() >= 3, "{before:?}");
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let out = in_flight.join().unwrap();
+    assert!(
+        !out.status.success(),
+        "the run in flight fails with its gateway"
+    );
+    assert_eq!(
+        containers_of(&id).len(),
+        before.len(),
+        "nothing removed by a dead gateway"
+    );
+
+    let second = Server::start_as(&id, &["pool.enabled=false"]);
+    let t0 = Instant::now();
+    while !containers_of(&id).is_empty() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(20),
+            "left after the restart: {:?}",
+            containers_of(&id)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(second.terminate().success());
 }

@@ -295,18 +295,21 @@ impl DockerSandbox {
 
         // The stream ended without an exit frame: kiln-init itself died. The OOM killer is the
         // usual culprit (a tmpfs filled with the memory limit, say); Docker knows.
-        let oom_killed = self
+        let inspected = self
             .guard
             .docker
             .inspect_container(
                 &id,
                 None::<bollard::query_parameters::InspectContainerOptions>,
             )
-            .await
-            .ok()
-            .and_then(|c| c.state)
-            .and_then(|s| s.oom_killed)
-            .unwrap_or(false);
+            .await;
+        let Ok(inspected) = inspected else {
+            return Err(Error::Interrupted {
+                id,
+                detail: "the engine went away during the run".into(),
+            });
+        };
+        let oom_killed = inspected.state.and_then(|s| s.oom_killed).unwrap_or(false);
         if oom_killed {
             warn!("kiln-init was OOM-killed");
             let exit = ExitReport {
@@ -315,6 +318,13 @@ impl DockerSandbox {
                 ..ExitReport::default()
             };
             return Ok(outcome(stdout, stderr, exit, t0));
+        }
+        if diagnostics.is_empty() {
+            // kiln-init says why whenever it gives up; silence means a kill from outside.
+            return Err(Error::Interrupted {
+                id,
+                detail: "the container was stopped from outside during the run".into(),
+            });
         }
         let said = String::from_utf8_lossy(&diagnostics);
         Err(protocol(format!(

@@ -11,6 +11,7 @@
 
 mod cache;
 mod density;
+mod load;
 mod memory;
 mod paths;
 mod stats;
@@ -56,6 +57,12 @@ pub struct BenchArgs {
     /// this many runs per choice.
     #[arg(long)]
     pub thp: Option<usize>,
+    /// Measure only load: clients at 10× and 20× a pool of this size.
+    #[arg(long)]
+    pub load: Option<usize>,
+    /// Seconds of each load measurement.
+    #[arg(long, default_value_t = 20)]
+    pub load_secs: u64,
     /// Measure only the memory of idle pooled sandboxes (zram off and on).
     #[arg(long)]
     pub idle_only: bool,
@@ -161,6 +168,9 @@ pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     }
     if let Some(n) = args.density {
         return density::run(&args, n).await;
+    }
+    if let Some(pool) = args.load {
+        return load::run(&args, pool).await;
     }
     if let Some(runs) = args.thp {
         return density::thp(&args, runs).await;
