@@ -39,7 +39,8 @@ fn check_len(len: usize, max: usize) -> Result<(), DecodeError> {
     if len == 0 {
         return Err(DecodeError::Truncated);
     }
-    if len > max + 1 {
+    // The kind byte is not payload; `len - 1` cannot overflow where `max + 1` could.
+    if len - 1 > max {
         return Err(DecodeError::TooLarge { len, max });
     }
     Ok(())

@@ -160,3 +160,19 @@ fn huge_count_is_rejected_without_allocating() {
     payload.extend(u32::MAX.to_le_bytes());
     assert_eq!(Job::decode(&payload), Err(DecodeError::Truncated));
 }
+
+/// Found by the `frames` fuzz target: a limit of `usize::MAX` overflowed the length check.
+#[test]
+fn no_limit_at_all_is_a_valid_limit() {
+    let frame = Event::Stdout(b"hi".to_vec()).to_frame();
+    let (kind, payload) = read_frame(&mut &frame[..], usize::MAX).unwrap().unwrap();
+    assert_eq!(
+        Event::decode(kind, &payload).unwrap(),
+        Event::Stdout(b"hi".to_vec())
+    );
+    let (kind, payload) = decode_one(&frame, usize::MAX).unwrap().unwrap();
+    assert_eq!(
+        Event::decode(kind, &payload).unwrap(),
+        Event::Stdout(b"hi".to_vec())
+    );
+}

@@ -31,7 +31,8 @@ environment variables, then from the flags below and `--set section.key=value`.\
 \n\
 Sections and keys (defaults in brackets):\n\
   [server]  listen [\"0.0.0.0:8080\"], max_body_bytes [16777216], max_concurrent [8],\n\
-            queue_size [64], queue_timeout_ms [30000], shutdown_grace_ms [30000], max_batch [32]\n\
+            queue_size [64], queue_timeout_ms [30000], shutdown_grace_ms [30000], max_batch [32],\n\
+            header_timeout_ms [10000], body_timeout_ms [30000], max_connections [4096]\n\
   [docker]  host [\"unix:///var/run/docker.sock\"], init_path [kiln-init beside this binary],\n\
             user [\"65534:65534\"], gateway_id [\"kiln\"], pull_timeout_ms [60000], kill_grace_ms [2000],\n\
             channel [\"socket\" or \"attach\"], channel_dir [\"/run/kiln\"]\n\
@@ -44,13 +45,16 @@ Sections and keys (defaults in brackets):\n\
             max_pooled [32], max_pooled_memory_mb [8192], refill_parallelism [2],\n\
             max_age_ms [600000], shrink_after_ms [30000], forget_after_ms [300000]\n\
   [[pool.pools]] image, name, workdir, limits {memory_mb, cpus, pids, tmp_mb}, network,\n\
-            min [2], max [8]; default: kiln/busybox and kiln/python at the default limits\n\
+            min [2], max [8], thp [unset | \"allow\" | \"disable\"];\n\
+            default: kiln/busybox and kiln/python at the default limits\n\
   [cache]   default_mode [\"off\" | \"use\" | \"refresh\"], l1_max_bytes [67108864], l1_ttl_ms [300000],\n\
             l2_path [\"/var/lib/kiln/cache.redb\"; \"\": no L2], l2_max_bytes [1073741824],\n\
             l2_ttl_ms [604800000], redis_url [unset: no L3], redis_timeout_ms [50],\n\
             redis_ttl_ms [86400000], image_id_ttl_ms [1000]\n\
   [memory]  ksm [\"on\" | \"off\"], ksm_host [\"manage\" | \"leave\"], ksm_pages_to_scan [1000],\n\
-            ksm_sleep_ms [20], sysfs [\"/sys\"]\n\
+            ksm_sleep_ms [20], thp [\"leave\" | \"madvise\" | \"always\" | \"never\"],\n\
+            sandbox_thp [\"disable\" | \"allow\"], zram [\"off\" | \"on\"], zram_size_mb [2048],\n\
+            zram_algorithm [\"lz4\"], zram_priority [100], page_out_after_ms [5000], sysfs [\"/sys\"]\n\
 ";
 
 #[derive(Debug, Args)]
