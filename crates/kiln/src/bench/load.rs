@@ -63,16 +63,17 @@ where
                 let t = Instant::now();
                 let (code, retry_after) = one().await;
                 let ms = t.elapsed().as_secs_f64() * 1e3;
-                let mut tl = tally.lock().expect("tally");
-                match code {
-                    200 => tl.ok.push(ms),
-                    503 => {
-                        tl.shed.push(ms);
-                        tl.shed_without_retry_after += usize::from(!retry_after);
+                {
+                    let mut tl = tally.lock().expect("tally");
+                    match code {
+                        200 => tl.ok.push(ms),
+                        503 => {
+                            tl.shed.push(ms);
+                            tl.shed_without_retry_after += usize::from(!retry_after);
+                        }
+                        _ => tl.other += 1,
                     }
-                    _ => tl.other += 1,
                 }
-                drop(tl);
                 if code == 503 {
                     // A client that honours back-pressure waits a little before it retries.
                     tokio::time::sleep(Duration::from_millis(100)).await;
