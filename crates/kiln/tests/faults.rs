@@ -40,6 +40,11 @@ fn outcome(code: u16, v: &Value) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn engine_restart_under_load_ends_runs_clearly_and_recovers_alone() {
+    // The gateway's warnings (a run that failed says why) go to the test's output.
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .with_test_writer()
+        .try_init();
     let mut config = pooled_config("restart", 2, 2);
     config.server.max_concurrent = 4;
     let gw = Arc::new(Gateway::start_with(config).await);

@@ -373,10 +373,18 @@ impl ChannelSocket {
     ) -> Result<tokio::net::UnixStream> {
         use bollard::query_parameters::WaitContainerOptionsBuilder;
         use futures_util::StreamExt;
+        // What the container's end says: killed by a signal (the engine stopping it, say) or
+        // the wait broken (the engine went away), rather than kiln-init failing by itself.
         let exited = async {
             let opts = WaitContainerOptionsBuilder::default().build();
             let mut wait = docker.wait_container(id, Some(opts));
-            let _ = wait.next().await;
+            match wait.next().await {
+                Some(Ok(w)) => matches!(w.status_code, 137 | 143),
+                Some(Err(bollard::errors::Error::DockerContainerWaitError { code, .. })) => {
+                    matches!(code, 137 | 143)
+                }
+                Some(Err(_)) | None => true,
+            }
         };
         // Only the sandbox's own kiln-init may have the channel: anything else on the host that
         // runs as the sandbox's user could connect first and would otherwise get the job.
@@ -402,10 +410,18 @@ impl ChannelSocket {
                     detail: format!("kiln-init did not connect within {} s", timeout.as_secs()),
                 }),
             },
-            () = exited => Err(Error::Protocol {
-                id: id.to_owned(),
-                detail: "the sandbox exited before kiln-init connected; see `docker logs`".into(),
-            }),
+            killed = exited => if killed {
+                // Nothing of the job reached it: running it in another sandbox is safe.
+                Err(Error::Lost {
+                    id: id.to_owned(),
+                    detail: "the sandbox was stopped from outside before kiln-init connected".into(),
+                })
+            } else {
+                Err(Error::Protocol {
+                    id: id.to_owned(),
+                    detail: "the sandbox exited before kiln-init connected; see `docker logs`".into(),
+                })
+            },
         }
     }
 }

@@ -121,7 +121,19 @@ impl ApiError {
                 ErrorBody::new("at_capacity", message),
                 Some(retry_after),
             ),
-            ApiError::Sandbox(ref e @ (S::Engine { .. } | S::Protocol { .. } | S::Lost { .. })) => {
+            ApiError::Sandbox(ref e @ S::Lost { .. }) => {
+                warn!(cause = %e, "sandbox lost before the run");
+                (
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    ErrorBody::new(
+                        "sandbox_lost",
+                        "the sandbox was stopped from outside before the run started (the engine \
+                         restarted, say); nothing ran: try again",
+                    ),
+                    Some(Duration::from_secs(1)),
+                )
+            }
+            ApiError::Sandbox(ref e @ (S::Engine { .. } | S::Protocol { .. })) => {
                 error!(cause = %e, "run failed");
                 internal()
             }
