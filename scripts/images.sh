@@ -4,8 +4,9 @@
 #
 #   kiln/busybox  busybox-static only (about 2 MB)
 #   kiln/python   debootstrap of bookworm minbase with python3 (about 250 MB)
+#   kiln/runtimes the same with python3, nodejs, gcc and g++: the runtime catalog's languages
 #
-# Usage: scripts/images.sh [busybox] [python]   (default: both)
+# Usage: scripts/images.sh [busybox] [python] [runtimes]   (default: all three)
 set -euo pipefail
 
 log() { echo "[images] $*" >&2; }
@@ -41,29 +42,41 @@ build_busybox() {
   tar -C "$root" -c . | docker import -c 'ENV PATH=/bin' - kiln/busybox >/dev/null
 }
 
-build_python() {
-  if have_image kiln/python; then log "kiln/python exists, skipping"; return; fi
+# A debootstrap of bookworm minbase with extra packages, imported as image $1.
+build_debian() {
+  local image=$1 packages=$2 what=$3
+  if have_image "$image"; then log "$image exists, skipping"; return; fi
   need_pkg debootstrap debootstrap
   local root
   root=$(mktemp -d)
-  trap 'rm -rf "$root"' RETURN
-  log "debootstrap $SUITE minbase + python3 (about a minute)"
-  debootstrap --variant=minbase --include=python3 "$SUITE" "$root" "$MIRROR" >/tmp/kiln-debootstrap.log 2>&1 \
+  # Cleared when it fires, so that it does not fire again when the caller returns.
+  trap 'rm -rf "$root"; trap - RETURN' RETURN
+  log "debootstrap $SUITE minbase + $what"
+  debootstrap --variant=minbase --include="$packages" "$SUITE" "$root" "$MIRROR" >/tmp/kiln-debootstrap.log 2>&1 \
     || { log "debootstrap failed; see /tmp/kiln-debootstrap.log"; exit 1; }
   rm -rf "$root"/var/cache/apt/archives/*.deb "$root"/var/lib/apt/lists/*
   mkdir -p "$root/workspace"
-  log "importing kiln/python"
+  log "importing $image"
   tar -C "$root" -c . | docker import \
     -c 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
-    -c 'ENV LANG=C.UTF-8' - kiln/python >/dev/null
+    -c 'ENV LANG=C.UTF-8' - "$image" >/dev/null
+}
+
+build_python() { build_debian kiln/python python3 "python3 (about a minute)"; }
+
+# Every language of the runtime catalog (config/runtimes.toml) in one image.
+build_runtimes() {
+  build_debian kiln/runtimes python3,nodejs,gcc,g++,libc6-dev \
+    "python3, nodejs, gcc, g++ (a few minutes)"
 }
 
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(busybox python)
+[ ${#targets[@]} -gt 0 ] || targets=(busybox python runtimes)
 for t in "${targets[@]}"; do
   case "$t" in
     busybox) build_busybox ;;
     python) build_python ;;
-    *) log "unknown image $t (known: busybox python)"; exit 2 ;;
+    runtimes) build_runtimes ;;
+    *) log "unknown image $t (known: busybox python runtimes)"; exit 2 ;;
   esac
 done

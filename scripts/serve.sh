@@ -6,7 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 scripts/ensure-docker.sh
-scripts/images.sh busybox python
+scripts/images.sh busybox python runtimes
 KILN_INIT_PATH=$(scripts/build-init.sh)
 export KILN_INIT_PATH
 echo "[serve] building the gateway (release; a few minutes the first time)" >&2

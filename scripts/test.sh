@@ -13,7 +13,7 @@ if ! command -v redis-server >/dev/null 2>&1; then
   apt-get update -qq
   apt-get install -y -qq redis-server >/dev/null
 fi
-scripts/images.sh busybox python
+scripts/images.sh busybox python runtimes
 KILN_INIT_PATH=$(scripts/build-init.sh)
 export KILN_INIT_PATH
 

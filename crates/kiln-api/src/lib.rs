@@ -9,13 +9,15 @@ mod error;
 mod limits;
 mod request;
 mod response;
+mod runtime;
 mod validate;
 
 pub use error::{ErrorBody, ErrorDetail, ValidationError};
 pub use limits::{Limits, LimitsRequest, Policy};
 pub use request::{CacheMode, Encoding, ExecuteRequest, FileMode, FileSpec};
 pub use response::{
-    signal_name, CacheInfo, ExecuteResponse, InvalidUtf8, RunStatus, SandboxInfo, StartKind,
-    Timings, Truncated, Usage,
+    signal_name, CacheInfo, ExecuteResponse, InvalidUtf8, RunStatus, RuntimeInfo, SandboxInfo,
+    StageResult, StartKind, Timings, Truncated, Usage,
 };
-pub use validate::{ExecSpec, ResolvedFile, DEFAULT_WORKDIR};
+pub use runtime::{version_matches, Catalog, Runtime};
+pub use validate::{CompileSpec, ExecSpec, ResolvedFile, DEFAULT_WORKDIR};

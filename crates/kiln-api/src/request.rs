@@ -35,6 +35,22 @@ pub struct ExecuteRequest {
     /// when left out.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheMode>,
+    /// A runtime of the catalog by name or alias (`python`, `c++`), instead of `image` and
+    /// `command`/`argv`: the catalog supplies the image and the commands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub language: Option<String>,
+    /// A version selector for `language`: exact, `*`, or `3.x`; the highest match by default.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub version: Option<String>,
+    /// The program's source, written to the runtime's source file (else the first of `files`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code: Option<String>,
+    /// Arguments after the runtime's run command.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub args: Option<Vec<String>>,
+    /// Time limit of the runtime's compile step; the runtime's default when left out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile_timeout_ms: Option<u64>,
 }
 
 /// How a run uses the result cache.

@@ -25,6 +25,32 @@ pub struct ExecuteResponse {
     pub usage: Usage,
     #[serde(default)]
     pub cache: CacheInfo,
+    /// The catalog's runtime, when the request named a `language`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime: Option<RuntimeInfo>,
+    /// The runtime's compile step, when it has one; the top-level fields are the run's. A
+    /// compile that fails skips the run: `status` is then `compile_error`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub compile: Option<StageResult>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RuntimeInfo {
+    pub language: String,
+    pub version: String,
+}
+
+/// What one step (the compile) printed and how it ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StageResult {
+    pub stdout: String,
+    pub stderr: String,
+    pub exit_code: Option<i32>,
+    pub signal: Option<String>,
+    /// `ok`, `timeout`, `oom`, `output_limit` or `signal`, as for a run.
+    pub status: RunStatus,
+    pub duration_ms: f64,
+    pub usage: Usage,
 }
 
 /// Where the answer came from: `tier` is `l1`, `l2` or `l3` for a cached answer and `null` for
@@ -49,6 +75,8 @@ pub enum RunStatus {
     OutputLimit,
     /// A signal that none of the above explains ended the program.
     Signal,
+    /// The runtime's compile step failed; the program did not run (see `compile`).
+    CompileError,
 }
 
 impl RunStatus {
@@ -59,6 +87,7 @@ impl RunStatus {
             RunStatus::Oom => "oom",
             RunStatus::OutputLimit => "output_limit",
             RunStatus::Signal => "signal",
+            RunStatus::CompileError => "compile_error",
         }
     }
 }

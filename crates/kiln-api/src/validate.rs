@@ -2,7 +2,9 @@ use std::collections::BTreeSet;
 
 use base64::Engine as _;
 
-use crate::{Encoding, ExecuteRequest, FileMode, Limits, Policy, ValidationError};
+use crate::{
+    Catalog, Encoding, ExecuteRequest, FileMode, FileSpec, Limits, Policy, ValidationError,
+};
 
 /// Where a run starts, and where its files go, when the request names no `workdir`.
 pub const DEFAULT_WORKDIR: &str = "/workspace";
@@ -27,6 +29,17 @@ pub struct ExecSpec {
     pub network: bool,
     /// Not part of the cache key: it says how to use the cache, not what the run is.
     pub cache: crate::CacheMode,
+    /// A step before the run, from the runtime catalog (a compiler).
+    pub compile: Option<CompileSpec>,
+    /// The catalog's runtime, name and version, when the request named a `language`.
+    pub runtime: Option<(String, String)>,
+}
+
+/// A compile step: its command and its own time limit; it shares the run's other limits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CompileSpec {
+    pub argv: Vec<String>,
+    pub timeout_ms: u64,
 }
 
 /// A request file with its content decoded and its path normalised (relative, no `.` or `..`).
@@ -90,7 +103,121 @@ impl ExecuteRequest {
             limits,
             network,
             cache: self.cache.unwrap_or(policy.default_cache),
+            compile: None,
+            runtime: None,
         })
+    }
+
+    /// [`ExecuteRequest::validate`] for a request that may name a `language` of `catalog`
+    /// instead of an image and a command.
+    pub fn validate_with(
+        &self,
+        policy: &Policy,
+        catalog: &Catalog,
+    ) -> Result<ExecSpec, ValidationError> {
+        let Some(language) = self.language.as_deref() else {
+            for (field, set) in [
+                ("version", self.version.is_some()),
+                ("code", self.code.is_some()),
+                ("args", self.args.is_some()),
+                ("compile_timeout_ms", self.compile_timeout_ms.is_some()),
+            ] {
+                if set {
+                    return Err(ValidationError::invalid(
+                        field,
+                        format!("{field} goes with language"),
+                    ));
+                }
+            }
+            return self.validate(policy);
+        };
+        for (field, set) in [
+            ("image", self.image.is_some()),
+            ("command", self.command.is_some()),
+            ("argv", self.argv.is_some()),
+        ] {
+            if set {
+                return Err(ValidationError::invalid(
+                    field,
+                    format!("give either language or {field}: the runtime supplies the image and the commands"),
+                ));
+            }
+        }
+        let Some(rt) = catalog.find(language, self.version.as_deref()) else {
+            let known = catalog.find(language, None).is_some();
+            return Err(ValidationError {
+                code: "unknown_runtime",
+                field: if known { "version" } else { "language" }.into(),
+                message: match (&self.version, known) {
+                    (Some(v), true) => format!("runtime {language} has no version matching {v:?}; GET /api/v1/runtimes lists them"),
+                    _ => format!("no runtime {language:?}; GET /api/v1/runtimes lists them"),
+                },
+                maximum: None,
+            });
+        };
+        let mut files = self.files.clone().unwrap_or_default();
+        match &self.code {
+            Some(code) => files.insert(
+                0,
+                FileSpec {
+                    path: Some(rt.source_file.clone()),
+                    content: code.clone(),
+                    ..FileSpec::default()
+                },
+            ),
+            // As Piston does: the first file is the program.
+            None if !files.is_empty() => files[0].path = Some(rt.source_file.clone()),
+            None => {
+                return Err(ValidationError::missing(
+                    "code",
+                    "code (or files, the first being the program) is required with language",
+                ))
+            }
+        }
+        let mut argv = rt.run.clone();
+        argv.extend(self.args.iter().flatten().cloned());
+        let policy = Policy {
+            defaults: rt.limits.resolve(&policy.defaults),
+            ..policy.clone()
+        };
+        let plain = ExecuteRequest {
+            image: Some(rt.image.clone()),
+            argv: Some(argv),
+            files: Some(files),
+            language: None,
+            version: None,
+            code: None,
+            args: None,
+            compile_timeout_ms: None,
+            ..self.clone()
+        };
+        let mut spec = plain.validate(&policy)?;
+        if let Some(compile) = &rt.compile {
+            let timeout_ms = self.compile_timeout_ms.unwrap_or(rt.compile_timeout_ms);
+            let max = policy.maxima.timeout_ms;
+            if timeout_ms == 0 {
+                return Err(ValidationError::invalid(
+                    "compile_timeout_ms",
+                    "compile_timeout_ms must be at least 1",
+                ));
+            }
+            if timeout_ms > max {
+                return Err(ValidationError {
+                    code: "limit_exceeded",
+                    field: "compile_timeout_ms".into(),
+                    message: format!(
+                        "compile_timeout_ms is {timeout_ms}, above the server's maximum of {max}"
+                    ),
+                    maximum: Some(max.into()),
+                });
+            }
+            spec.compile = Some(CompileSpec {
+                argv: compile.clone(),
+                timeout_ms,
+            });
+        }
+        spec.runtime = Some((rt.name.clone(), rt.version.clone()));
+        Ok(spec)
     }
 }
 

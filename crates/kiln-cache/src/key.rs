@@ -97,6 +97,13 @@ impl KeyInputs<'_> {
             field(name, &v.to_le_bytes());
         }
         field("network", &[u8::from(spec.network)]);
+        if let Some(c) = &spec.compile {
+            field("compile.argc", &(c.argv.len() as u64).to_le_bytes());
+            for a in &c.argv {
+                field("compile.arg", a.as_bytes());
+            }
+            field("compile.timeout_ms", &c.timeout_ms.to_le_bytes());
+        }
         CacheKey(h.finalize().into())
     }
 }

@@ -21,10 +21,28 @@ use kiln_proto::{read_frame, Event, FrameKind, Job, MAX_JOB_FRAME};
 #[derive(Debug)]
 pub struct Output {
     fd: RawFd,
+    /// While a job's compile step runs, its output and exit go out as the compile's.
+    pub compiling: bool,
 }
 
 impl Output {
     pub fn send(&mut self, event: &Event) -> io::Result<()> {
+        let relabelled;
+        let event = match (self.compiling, event) {
+            (true, Event::Stdout(b)) => {
+                relabelled = Event::CompileStdout(b.clone());
+                &relabelled
+            }
+            (true, Event::Stderr(b)) => {
+                relabelled = Event::CompileStderr(b.clone());
+                &relabelled
+            }
+            (true, Event::Exit(x)) => {
+                relabelled = Event::CompileExit(x.clone());
+                &relabelled
+            }
+            _ => event,
+        };
         sys::write_all(self.fd, &event.to_frame())
     }
 }
@@ -128,7 +146,10 @@ fn main() {
             exit(2);
         }
     };
-    let mut out = Output { fd: output };
+    let mut out = Output {
+        fd: output,
+        compiling: false,
+    };
     if let Err(e) = run::run(&job, &mut out) {
         complain(&format!("cannot report the run: {e}"));
         exit(1);

@@ -12,104 +12,156 @@ use kiln_proto::{Event, ExitReport, Job, Status};
 use crate::supervise::{Spawned, Supervisor};
 use crate::{cgroup, files, sys, Output};
 
-/// Runs the job and sends every frame of it, the exit frame last. An error means the frames
-/// could not be written; the run has been killed by then.
+/// Runs the job and sends every frame of it, the exit frame last. With a compile step, that
+/// runs first and its frames go out as the compile's; a compile that fails ends the job after
+/// its exit frame. An error means the frames could not be written; the run has been killed by
+/// then.
 pub fn run(job: &Job, out: &mut Output) -> io::Result<()> {
     if let Err(e) = files::write_files(Path::new("."), &job.files) {
-        return refuse(out, &format!("kiln-init: {e}\n"), 126);
+        return refuse(out, &format!("kiln-init: {e}\n"), 126).map(drop);
     }
-    let Some((prog, args)) = job.argv.split_first() else {
-        return refuse(out, "kiln-init: cannot run: empty argv\n", 127);
-    };
-
-    // Before the spawn, so that no exit of the program can slip past the signalfd.
-    let sigfd = sys::sigchld_fd()?;
-    let cgroup = Path::new(cgroup::ROOT);
-    let oom_before = cgroup::oom_kills(cgroup);
-
-    let mut cmd = Command::new(prog);
-    cmd.args(args)
-        .envs(job.env.iter().map(|(k, v)| (k, v)))
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .process_group(0);
-    // SAFETY: `child_setup` runs between fork and exec and makes only async-signal-safe
-    // syscalls on its own stack; it allocates nothing and takes no locks.
-    unsafe {
-        cmd.pre_exec(child_setup);
+    let mut cpu_before = 0;
+    if let Some(compile) = &job.compile {
+        out.compiling = true;
+        let step = Step {
+            argv: &compile.argv,
+            env: &job.env,
+            stdin: &[],
+            timeout_ms: compile.timeout_ms,
+            output_bytes: job.output_bytes,
+            cpu_before: 0,
+        };
+        let compiled = step.run(out);
+        out.compiling = false;
+        let compiled = compiled?;
+        if !compiled.succeeded() {
+            return Ok(());
+        }
+        cpu_before = compiled.cpu_ms;
     }
-    let start = Instant::now();
-    let child = match cmd.spawn() {
-        Ok(child) => child,
-        Err(e) => {
-            // As shells do: 127 when there is no such program, 126 when it exists but cannot
-            // be run (not executable, argument list too long, bad format…).
-            let code = if e.kind() == io::ErrorKind::NotFound {
-                127
-            } else {
-                126
-            };
-            return refuse(out, &format!("kiln-init: cannot run '{prog}': {e}\n"), code);
-        }
+    let step = Step {
+        argv: &job.argv,
+        env: &job.env,
+        stdin: &job.stdin,
+        timeout_ms: job.timeout_ms,
+        output_bytes: job.output_bytes,
+        cpu_before,
     };
-    let pid = child.id() as libc::pid_t;
-    let spawned = match pipes(pid, child) {
-        Ok(s) => s,
-        Err(e) => {
-            sys::kill_run(pid);
-            return Err(e);
-        }
-    };
-    let deadline = start.checked_add(Duration::from_millis(job.timeout_ms));
-    let sup = Supervisor::new(spawned, sigfd, &job.stdin, deadline, job.output_bytes, out);
-    let ended = match sup.run() {
-        Ok(ended) => ended,
-        Err(e) => {
-            sys::kill_run(pid);
-            return Err(e);
-        }
-    };
+    step.run(out).map(drop)
+}
 
-    let oom = match (oom_before, cgroup::oom_kills(cgroup)) {
-        (Some(before), Some(after)) => after > before,
-        _ => false,
-    };
-    let usage = sys::children_usage();
-    let exit = ExitStatus::from_raw(ended.wait_status);
-    let status = if ended.timed_out {
-        Status::Timeout
-    } else if ended.limit_hit {
-        Status::OutputLimit
-    } else if oom {
-        Status::Oom
-    } else if exit.signal().is_some() {
-        Status::Signal
-    } else {
-        Status::Ok
-    };
-    let run_us = ended.reaped_at.saturating_duration_since(start).as_micros();
-    out.send(&Event::Exit(ExitReport {
-        status,
-        code: exit.code(),
-        signal: exit.signal(),
-        cpu_ms: usage.cpu_ms,
-        memory_peak_bytes: cgroup::memory_peak(cgroup)
-            .or((usage.maxrss_bytes > 0).then_some(usage.maxrss_bytes)),
-        run_us: u64::try_from(run_us).unwrap_or(u64::MAX),
-        stdout_truncated: ended.stdout_truncated,
-        stderr_truncated: ended.stderr_truncated,
-    }))
+/// One program of a job: the compile step or the run itself.
+struct Step<'a> {
+    argv: &'a [String],
+    env: &'a [(String, String)],
+    stdin: &'a [u8],
+    timeout_ms: u64,
+    output_bytes: u64,
+    /// CPU time of the children reaped before this step (the compile's), not this step's.
+    cpu_before: u64,
+}
+
+impl Step<'_> {
+    /// Spawns, supervises and reports the program; returns what its exit frame said.
+    fn run(&self, out: &mut Output) -> io::Result<ExitReport> {
+        let job = self;
+        let Some((prog, args)) = job.argv.split_first() else {
+            return refuse(out, "kiln-init: cannot run: empty argv\n", 127);
+        };
+
+        // Before the spawn, so that no exit of the program can slip past the signalfd.
+        let sigfd = sys::sigchld_fd()?;
+        let cgroup = Path::new(cgroup::ROOT);
+        let oom_before = cgroup::oom_kills(cgroup);
+
+        let mut cmd = Command::new(prog);
+        cmd.args(args)
+            .envs(job.env.iter().map(|(k, v)| (k, v)))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .process_group(0);
+        // SAFETY: `child_setup` runs between fork and exec and makes only async-signal-safe
+        // syscalls on its own stack; it allocates nothing and takes no locks.
+        unsafe {
+            cmd.pre_exec(child_setup);
+        }
+        let start = Instant::now();
+        let child = match cmd.spawn() {
+            Ok(child) => child,
+            Err(e) => {
+                // As shells do: 127 when there is no such program, 126 when it exists but cannot
+                // be run (not executable, argument list too long, bad format…).
+                let code = if e.kind() == io::ErrorKind::NotFound {
+                    127
+                } else {
+                    126
+                };
+                return refuse(out, &format!("kiln-init: cannot run '{prog}': {e}\n"), code);
+            }
+        };
+        let pid = child.id() as libc::pid_t;
+        let spawned = match pipes(pid, child) {
+            Ok(s) => s,
+            Err(e) => {
+                sys::kill_run(pid);
+                return Err(e);
+            }
+        };
+        let deadline = start.checked_add(Duration::from_millis(job.timeout_ms));
+        let sup = Supervisor::new(spawned, sigfd, job.stdin, deadline, job.output_bytes, out);
+        let ended = match sup.run() {
+            Ok(ended) => ended,
+            Err(e) => {
+                sys::kill_run(pid);
+                return Err(e);
+            }
+        };
+
+        let oom = match (oom_before, cgroup::oom_kills(cgroup)) {
+            (Some(before), Some(after)) => after > before,
+            _ => false,
+        };
+        let usage = sys::children_usage();
+        let exit = ExitStatus::from_raw(ended.wait_status);
+        let status = if ended.timed_out {
+            Status::Timeout
+        } else if ended.limit_hit {
+            Status::OutputLimit
+        } else if oom {
+            Status::Oom
+        } else if exit.signal().is_some() {
+            Status::Signal
+        } else {
+            Status::Ok
+        };
+        let run_us = ended.reaped_at.saturating_duration_since(start).as_micros();
+        let report = ExitReport {
+            status,
+            code: exit.code(),
+            signal: exit.signal(),
+            cpu_ms: usage.cpu_ms.saturating_sub(job.cpu_before),
+            memory_peak_bytes: cgroup::memory_peak(cgroup)
+                .or((usage.maxrss_bytes > 0).then_some(usage.maxrss_bytes)),
+            run_us: u64::try_from(run_us).unwrap_or(u64::MAX),
+            stdout_truncated: ended.stdout_truncated,
+            stderr_truncated: ended.stderr_truncated,
+        };
+        out.send(&Event::Exit(report.clone()))?;
+        Ok(report)
+    }
 }
 
 /// Reports a run that never started as if the program had failed, the way a shell would.
-fn refuse(out: &mut Output, msg: &str, code: i32) -> io::Result<()> {
-    out.send(&Event::Stderr(msg.as_bytes().to_vec()))?;
-    out.send(&Event::Exit(ExitReport {
+fn refuse(out: &mut Output, msg: &str, code: i32) -> io::Result<ExitReport> {
+    let report = ExitReport {
         status: Status::Ok,
         code: Some(code),
         ..ExitReport::default()
-    }))
+    };
+    out.send(&Event::Stderr(msg.as_bytes().to_vec()))?;
+    out.send(&Event::Exit(report.clone()))?;
+    Ok(report)
 }
 
 fn pipes(pid: libc::pid_t, mut child: std::process::Child) -> io::Result<Spawned> {

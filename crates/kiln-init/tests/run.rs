@@ -25,6 +25,9 @@ struct Run {
     stdout: Vec<u8>,
     stderr: Vec<u8>,
     exit: Option<ExitReport>,
+    /// The compile step's output and exit, when the job had one.
+    compile_out: Vec<u8>,
+    compile_exit: Option<ExitReport>,
     /// Frames after the exit frame; there must be none.
     after_exit: usize,
     init_code: Option<i32>,
@@ -80,6 +83,8 @@ fn run_raw_with(dir: &Path, args: &[&str], input: &[u8], close_stdin: bool) -> R
         init_code: None,
         init_stderr: String::new(),
         elapsed: Duration::ZERO,
+        compile_out: Vec::new(),
+        compile_exit: None,
     };
     while let Some((kind, payload)) = read_frame(&mut out, MAX_EVENT_FRAME).unwrap() {
         if run.exit.is_some() {
@@ -89,6 +94,11 @@ fn run_raw_with(dir: &Path, args: &[&str], input: &[u8], close_stdin: bool) -> R
             Event::Stdout(b) => run.stdout.extend(b),
             Event::Stderr(b) => run.stderr.extend(b),
             Event::Exit(x) => run.exit = Some(x),
+            Event::CompileStdout(b) | Event::CompileStderr(b) => run.compile_out.extend(b),
+            Event::CompileExit(x) => {
+                assert!(run.exit.is_none(), "the compile comes first");
+                run.compile_exit = Some(x)
+            }
         }
     }
     let status = child.wait().unwrap();
@@ -376,5 +386,60 @@ fn ksm_and_thp_marks_reach_the_program() {
         status(&["--ksm", "--no-thp"]),
         "THP_enabled: 0 ksm_merge_any: yes"
     );
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn compile_step_runs_first_and_a_failed_one_ends_the_job() {
+    let dir = temp_dir("compile");
+    let mut j = sh("cat built; echo ran");
+    j.compile = Some(kiln_proto::Compile {
+        argv: vec![
+            "sh".into(),
+            "-c".into(),
+            "echo compiling; echo warn >&2; echo artefact > built".into(),
+        ],
+        timeout_ms: 5000,
+    });
+    let r = run_raw_with(&dir, &[], &j.to_frame(), false);
+    assert_eq!(r.init_code, Some(0), "{r:?}");
+    assert_eq!(String::from_utf8_lossy(&r.compile_out), "compiling\nwarn\n");
+    assert!(r.compile_exit.as_ref().unwrap().succeeded(), "{r:?}");
+    assert_eq!(
+        r.stdout(),
+        "artefact\nran\n",
+        "the run sees what the compile made"
+    );
+    assert_eq!(r.exit().code, Some(0));
+
+    // A failing compile: its exit frame is the last frame, and nothing runs.
+    let mut j = sh("echo must-not-run");
+    j.compile = Some(kiln_proto::Compile {
+        argv: vec![
+            "sh".into(),
+            "-c".into(),
+            "echo 'error: nope' >&2; exit 1".into(),
+        ],
+        timeout_ms: 5000,
+    });
+    let r = run_raw_with(&dir, &[], &j.to_frame(), false);
+    assert_eq!(r.init_code, Some(0), "{r:?}");
+    assert_eq!(r.compile_exit.as_ref().unwrap().code, Some(1));
+    assert!(r.exit.is_none() && r.stdout.is_empty(), "{r:?}");
+
+    // A compile that hangs ends at its own time limit.
+    let mut j = sh("echo must-not-run");
+    j.compile = Some(kiln_proto::Compile {
+        argv: vec!["sleep".into(), "30".into()],
+        timeout_ms: 300,
+    });
+    let r = run_raw_with(&dir, &[], &j.to_frame(), false);
+    assert_eq!(
+        r.compile_exit.as_ref().unwrap().status,
+        Status::Timeout,
+        "{r:?}"
+    );
+    assert!(r.exit.is_none(), "{r:?}");
+    assert!(r.elapsed < Duration::from_secs(5));
     let _ = fs::remove_dir_all(&dir);
 }

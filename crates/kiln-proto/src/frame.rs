@@ -12,6 +12,9 @@ pub enum FrameKind {
     Stdout = 2,
     Stderr = 3,
     Exit = 4,
+    CompileStdout = 5,
+    CompileStderr = 6,
+    CompileExit = 7,
 }
 
 impl FrameKind {
@@ -21,6 +24,9 @@ impl FrameKind {
             2 => FrameKind::Stdout,
             3 => FrameKind::Stderr,
             4 => FrameKind::Exit,
+            5 => FrameKind::CompileStdout,
+            6 => FrameKind::CompileStderr,
+            7 => FrameKind::CompileExit,
             other => return Err(DecodeError::UnexpectedKind(other)),
         })
     }

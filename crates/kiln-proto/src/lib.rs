@@ -2,7 +2,10 @@
 //!
 //! The host writes exactly one [`Job`] frame on the sandbox's stdin; kiln-init answers on its
 //! stdout with any number of [`Event::Stdout`] / [`Event::Stderr`] frames and ends with one
-//! [`Event::Exit`]. Every frame is
+//! [`Event::Exit`]. A job with a [`Compile`] step first gets the compiler's
+//! [`Event::CompileStdout`] / [`Event::CompileStderr`] and one [`Event::CompileExit`]; a compile
+//! that fails (any status but `ok`, or a non-zero exit code) ends the job there, without an
+//! `Exit`. Every frame is
 //!
 //! ```text
 //! u32 little-endian length of what follows | u8 kind | payload
@@ -22,7 +25,7 @@ use codec::{Reader, Writer};
 
 /// Bumped whenever the encoding of a [`Job`] or an [`Event`] changes. kiln-init refuses a job
 /// whose version differs from its own, so that a stale binary never misreads a frame.
-pub const PROTOCOL_VERSION: u32 = 1;
+pub const PROTOCOL_VERSION: u32 = 2;
 
 /// The largest job frame kiln-init accepts (files and stdin travel inside it).
 pub const MAX_JOB_FRAME: usize = 256 << 20;
@@ -45,6 +48,23 @@ pub struct Job {
     pub timeout_ms: u64,
     /// Limit on stdout and stderr together; the run is killed when it is exceeded.
     pub output_bytes: u64,
+    /// A step before the run, in the same sandbox and working directory (a compiler).
+    pub compile: Option<Compile>,
+}
+
+/// The compile step of a [`Job`]: no stdin, the job's environment and output limit, its own
+/// time limit.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Compile {
+    pub argv: Vec<String>,
+    pub timeout_ms: u64,
+}
+
+impl ExitReport {
+    /// Whether a compile step that ended so lets the run go on.
+    pub fn succeeded(&self) -> bool {
+        self.status == Status::Ok && self.code == Some(0)
+    }
 }
 
 /// A file of a [`Job`]. `path` is relative to the working directory and already validated by the
@@ -130,6 +150,9 @@ pub enum Event {
     Stdout(Vec<u8>),
     Stderr(Vec<u8>),
     Exit(ExitReport),
+    CompileStdout(Vec<u8>),
+    CompileStderr(Vec<u8>),
+    CompileExit(ExitReport),
 }
 
 impl Job {
@@ -155,6 +178,17 @@ impl Job {
         }
         w.u64(self.timeout_ms);
         w.u64(self.output_bytes);
+        match &self.compile {
+            None => w.u8(0),
+            Some(c) => {
+                w.u8(1);
+                w.u32(len_u32(c.argv.len()));
+                for a in &c.argv {
+                    w.bytes(a.as_bytes());
+                }
+                w.u64(c.timeout_ms);
+            }
+        }
         frame::encode(FrameKind::Job, &w.into_inner())
     }
 
@@ -188,13 +222,31 @@ impl Job {
                 content: r.bytes()?.to_vec(),
             });
         }
+        let timeout_ms = r.u64()?;
+        let output_bytes = r.u64()?;
+        let compile = match r.u8()? {
+            0 => None,
+            1 => {
+                let n = r.count()?;
+                let mut argv = Vec::with_capacity(n);
+                for _ in 0..n {
+                    argv.push(r.string()?);
+                }
+                Some(Compile {
+                    argv,
+                    timeout_ms: r.u64()?,
+                })
+            }
+            other => return Err(DecodeError::BadValue("compile flag", u64::from(other))),
+        };
         let job = Job {
             argv,
             env,
             stdin,
             files,
-            timeout_ms: r.u64()?,
-            output_bytes: r.u64()?,
+            timeout_ms,
+            output_bytes,
+            compile,
         };
         r.finish()?;
         Ok(job)
@@ -207,17 +259,10 @@ impl Event {
         match self {
             Event::Stdout(b) => frame::encode(FrameKind::Stdout, b),
             Event::Stderr(b) => frame::encode(FrameKind::Stderr, b),
-            Event::Exit(x) => {
-                let mut w = Writer::default();
-                w.u8(x.status.to_u8());
-                w.opt_i32(x.code);
-                w.opt_i32(x.signal);
-                w.u64(x.cpu_ms);
-                w.opt_u64(x.memory_peak_bytes);
-                w.u64(x.run_us);
-                w.u8(u8::from(x.stdout_truncated) | (u8::from(x.stderr_truncated) << 1));
-                frame::encode(FrameKind::Exit, &w.into_inner())
-            }
+            Event::CompileStdout(b) => frame::encode(FrameKind::CompileStdout, b),
+            Event::CompileStderr(b) => frame::encode(FrameKind::CompileStderr, b),
+            Event::Exit(x) => frame::encode(FrameKind::Exit, &x.encode()),
+            Event::CompileExit(x) => frame::encode(FrameKind::CompileExit, &x.encode()),
         }
     }
 
@@ -226,32 +271,52 @@ impl Event {
         match kind {
             FrameKind::Stdout => Ok(Event::Stdout(payload.to_vec())),
             FrameKind::Stderr => Ok(Event::Stderr(payload.to_vec())),
-            FrameKind::Exit => {
-                let mut r = Reader::new(payload);
-                let status = Status::from_u8(r.u8()?)?;
-                let code = r.opt_i32()?;
-                let signal = r.opt_i32()?;
-                let cpu_ms = r.u64()?;
-                let memory_peak_bytes = r.opt_u64()?;
-                let run_us = r.u64()?;
-                let flags = r.u8()?;
-                if flags > 3 {
-                    return Err(DecodeError::BadValue("truncation flags", u64::from(flags)));
-                }
-                r.finish()?;
-                Ok(Event::Exit(ExitReport {
-                    status,
-                    code,
-                    signal,
-                    cpu_ms,
-                    memory_peak_bytes,
-                    run_us,
-                    stdout_truncated: flags & 1 != 0,
-                    stderr_truncated: flags & 2 != 0,
-                }))
-            }
+            FrameKind::CompileStdout => Ok(Event::CompileStdout(payload.to_vec())),
+            FrameKind::CompileStderr => Ok(Event::CompileStderr(payload.to_vec())),
+            FrameKind::Exit => Ok(Event::Exit(ExitReport::decode(payload)?)),
+            FrameKind::CompileExit => Ok(Event::CompileExit(ExitReport::decode(payload)?)),
             FrameKind::Job => Err(DecodeError::UnexpectedKind(kind as u8)),
         }
+    }
+}
+
+impl ExitReport {
+    fn encode(&self) -> Vec<u8> {
+        let x = self;
+        let mut w = Writer::default();
+        w.u8(x.status.to_u8());
+        w.opt_i32(x.code);
+        w.opt_i32(x.signal);
+        w.u64(x.cpu_ms);
+        w.opt_u64(x.memory_peak_bytes);
+        w.u64(x.run_us);
+        w.u8(u8::from(x.stdout_truncated) | (u8::from(x.stderr_truncated) << 1));
+        w.into_inner()
+    }
+
+    fn decode(payload: &[u8]) -> Result<ExitReport, DecodeError> {
+        let mut r = Reader::new(payload);
+        let status = Status::from_u8(r.u8()?)?;
+        let code = r.opt_i32()?;
+        let signal = r.opt_i32()?;
+        let cpu_ms = r.u64()?;
+        let memory_peak_bytes = r.opt_u64()?;
+        let run_us = r.u64()?;
+        let flags = r.u8()?;
+        if flags > 3 {
+            return Err(DecodeError::BadValue("truncation flags", u64::from(flags)));
+        }
+        r.finish()?;
+        Ok(ExitReport {
+            status,
+            code,
+            signal,
+            cpu_ms,
+            memory_peak_bytes,
+            run_us,
+            stdout_truncated: flags & 1 != 0,
+            stderr_truncated: flags & 2 != 0,
+        })
     }
 }
 

@@ -20,15 +20,19 @@ fn job_strategy() -> impl Strategy<Value = Job> {
         proptest::collection::vec(file, 0..4),
         any::<u64>(),
         any::<u64>(),
+        proptest::option::of((proptest::collection::vec(".{0,16}", 0..4), any::<u64>())),
     )
-        .prop_map(|(argv, env, stdin, files, timeout_ms, output_bytes)| Job {
-            argv,
-            env,
-            stdin,
-            files,
-            timeout_ms,
-            output_bytes,
-        })
+        .prop_map(
+            |(argv, env, stdin, files, timeout_ms, output_bytes, compile)| Job {
+                argv,
+                env,
+                stdin,
+                files,
+                timeout_ms,
+                output_bytes,
+                compile: compile.map(|(argv, timeout_ms)| Compile { argv, timeout_ms }),
+            },
+        )
 }
 
 fn exit_strategy() -> impl Strategy<Value = ExitReport> {
@@ -71,9 +75,11 @@ proptest! {
 
     #[test]
     fn exit_round_trips(x in exit_strategy()) {
-        let frame = Event::Exit(x.clone()).to_frame();
-        let (kind, payload) = decode_one(&frame, MAX_EVENT_FRAME).unwrap().unwrap();
-        prop_assert_eq!(Event::decode(kind, &payload).unwrap(), Event::Exit(x));
+        for event in [Event::Exit(x.clone()), Event::CompileExit(x)] {
+            let frame = event.to_frame();
+            let (kind, payload) = decode_one(&frame, MAX_EVENT_FRAME).unwrap().unwrap();
+            prop_assert_eq!(Event::decode(kind, &payload).unwrap(), event);
+        }
     }
 
     #[test]

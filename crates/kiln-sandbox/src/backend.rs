@@ -87,4 +87,23 @@ pub struct RunOutcome {
     pub exit: ExitReport,
     /// From writing the job to the exit frame, measured on the host.
     pub elapsed: Duration,
+    /// The job's compile step, when it had one. When it failed, nothing ran: `stdout`,
+    /// `stderr` and `exit` are empty.
+    pub compile: Option<StageOutcome>,
+}
+
+/// What the compile step printed and how it ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StageOutcome {
+    pub stdout: Collected,
+    pub stderr: Collected,
+    pub exit: ExitReport,
+    pub elapsed: Duration,
+}
+
+impl RunOutcome {
+    /// Whether a failed compile step kept the program from running.
+    pub fn compile_failed(&self) -> bool {
+        self.compile.as_ref().is_some_and(|c| !c.exit.succeeded())
+    }
 }

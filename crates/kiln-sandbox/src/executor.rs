@@ -4,8 +4,8 @@ use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 use kiln_api::{
-    signal_name, ExecSpec, ExecuteResponse, InvalidUtf8, RunStatus, SandboxInfo, StartKind,
-    Timings, Truncated, Usage,
+    signal_name, ExecSpec, ExecuteResponse, InvalidUtf8, RunStatus, RuntimeInfo, SandboxInfo,
+    StageResult, StartKind, Timings, Truncated, Usage,
 };
 use kiln_proto::{FileEntry, Job, Status};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -190,6 +190,10 @@ impl Executor {
             network: spec.network,
         };
         let (mut sandbox, mut start) = self.sandbox(&sandbox_spec).await?;
+        let runtime = spec
+            .runtime
+            .clone()
+            .map(|(language, version)| RuntimeInfo { language, version });
         let job = job(spec);
         let mut sandbox_ms = ms(admitted.elapsed());
         let mut id = sandbox.id().to_owned();
@@ -234,6 +238,7 @@ impl Executor {
                 image_id,
             },
             received,
+            runtime,
         ))
     }
 }
@@ -255,6 +260,10 @@ pub(crate) fn job(spec: ExecSpec) -> Job {
             .collect(),
         timeout_ms: spec.limits.timeout_ms,
         output_bytes: spec.limits.output_bytes,
+        compile: spec.compile.map(|c| kiln_proto::Compile {
+            argv: c.argv,
+            timeout_ms: c.timeout_ms,
+        }),
     }
 }
 
@@ -278,23 +287,36 @@ fn response(
     mut timings: Timings,
     sandbox: SandboxInfo,
     received: Instant,
+    runtime: Option<RuntimeInfo>,
 ) -> ExecuteResponse {
+    let compile_failed = outcome.compile_failed();
     let RunOutcome {
         stdout,
         stderr,
         exit,
         elapsed,
+        compile,
     } = outcome;
     timings.run_ms = ms(elapsed);
     let (stdout_text, stdout_base64) = text(&stdout);
     let (stderr_text, stderr_base64) = text(&stderr);
-    let status = match exit.status {
-        Status::Ok => RunStatus::Ok,
-        Status::Timeout => RunStatus::Timeout,
-        Status::Oom => RunStatus::Oom,
-        Status::OutputLimit => RunStatus::OutputLimit,
-        Status::Signal => RunStatus::Signal,
+    let status = if compile_failed {
+        RunStatus::CompileError
+    } else {
+        run_status(exit.status)
     };
+    let compile = compile.map(|c| StageResult {
+        stdout: String::from_utf8_lossy(&c.stdout.bytes).into_owned(),
+        stderr: String::from_utf8_lossy(&c.stderr.bytes).into_owned(),
+        exit_code: c.exit.code,
+        signal: c.exit.signal.map(signal_name),
+        status: run_status(c.exit.status),
+        duration_ms: ms(c.elapsed),
+        usage: Usage {
+            cpu_ms: (c.exit.run_us > 0).then_some(c.exit.cpu_ms),
+            memory_peak_bytes: c.exit.memory_peak_bytes,
+        },
+    });
     ExecuteResponse {
         invalid_utf8: InvalidUtf8 {
             stdout: stdout_base64.is_some(),
@@ -320,6 +342,18 @@ fn response(
             cpu_ms: (exit.run_us > 0).then_some(exit.cpu_ms),
             memory_peak_bytes: exit.memory_peak_bytes,
         },
+        runtime,
+        compile,
+    }
+}
+
+fn run_status(s: Status) -> RunStatus {
+    match s {
+        Status::Ok => RunStatus::Ok,
+        Status::Timeout => RunStatus::Timeout,
+        Status::Oom => RunStatus::Oom,
+        Status::OutputLimit => RunStatus::OutputLimit,
+        Status::Signal => RunStatus::Signal,
     }
 }
 
@@ -374,6 +408,7 @@ mod tests {
                     ..ExitReport::default()
                 },
                 elapsed: Duration::from_millis(1),
+                compile: None,
             })
         }
     }

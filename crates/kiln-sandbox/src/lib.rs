@@ -16,7 +16,7 @@ pub mod metrics;
 mod output;
 pub mod pool;
 
-pub use backend::{Backend, RunOutcome, Sandbox, SandboxSpec};
+pub use backend::{Backend, RunOutcome, Sandbox, SandboxSpec, StageOutcome};
 pub use error::{Error, Result};
 pub use executor::{Admission, Executor, ExecutorConfig};
 pub use kiln_proto::PROTOCOL_VERSION;

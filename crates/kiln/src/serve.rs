@@ -93,6 +93,7 @@ pub async fn start(config: Config, signals: bool) -> anyhow::Result<Running> {
         memory.clone(),
     )
     .with_max_batch(config.server.max_batch)
+    .with_catalog(config.runtimes.catalog()?)
     .with_body_timeout(Duration::from_millis(config.server.body_timeout_ms));
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await

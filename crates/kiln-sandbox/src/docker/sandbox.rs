@@ -14,7 +14,7 @@ use tokio::net::UnixStream;
 use tracing::{info, warn, Instrument, Span};
 
 use super::{short, DockerConfig};
-use crate::{Collected, Error, Result, RunOutcome, Sandbox};
+use crate::{Collected, Error, Result, RunOutcome, Sandbox, StageOutcome};
 
 /// kiln-init's own diagnostics (its stderr) kept for the error message of a failed run.
 const MAX_DIAGNOSTICS: usize = 4096;
@@ -223,7 +223,10 @@ impl DockerSandbox {
         })?;
         info!(bytes = frame.len(), "payload written");
 
-        let backstop = Duration::from_millis(job.timeout_ms) + self.config.kill_grace;
+        let compile_ms = job.compile.as_ref().map_or(0, |c| c.timeout_ms);
+        let backstop = Duration::from_millis(job.timeout_ms + compile_ms) + self.config.kill_grace;
+        let mut compile: Option<StageOutcome> = None;
+        let (mut c_out, mut c_err) = (Collected::default(), Collected::default());
         let deadline = tokio::time::Instant::from_std(t0) + backstop;
         let mut decoder = FrameDecoder::new(MAX_EVENT_FRAME);
         let (mut stdout, mut stderr) = (Collected::default(), Collected::default());
@@ -251,7 +254,7 @@ impl DockerSandbox {
                         signal: Some(SIGKILL),
                         ..ExitReport::default()
                     };
-                    return Ok(outcome(stdout, stderr, exit, t0));
+                    return Ok(outcome(stdout, stderr, exit, t0, compile));
                 }
             };
             match item {
@@ -278,7 +281,33 @@ impl DockerSandbox {
                                     program_ms = exit.run_us as f64 / 1e3,
                                     "executed"
                                 );
-                                return Ok(outcome(stdout, stderr, exit, t0));
+                                return Ok(outcome(stdout, stderr, exit, t0, compile));
+                            }
+                            Event::CompileStdout(b) => {
+                                c_out.push(&b, c_err.bytes.len(), job.output_bytes)
+                            }
+                            Event::CompileStderr(b) => {
+                                c_err.push(&b, c_out.bytes.len(), job.output_bytes)
+                            }
+                            Event::CompileExit(exit) => {
+                                let failed = !exit.succeeded();
+                                compile = Some(StageOutcome {
+                                    stdout: std::mem::take(&mut c_out),
+                                    stderr: std::mem::take(&mut c_err),
+                                    exit,
+                                    elapsed: t0.elapsed(),
+                                });
+                                if failed {
+                                    // kiln-init ends the job here: nothing ran.
+                                    info!("compile failed; no run");
+                                    return Ok(outcome(
+                                        stdout,
+                                        stderr,
+                                        ExitReport::default(),
+                                        t0,
+                                        compile,
+                                    ));
+                                }
                             }
                         }
                     }
@@ -317,7 +346,7 @@ impl DockerSandbox {
                 signal: Some(SIGKILL),
                 ..ExitReport::default()
             };
-            return Ok(outcome(stdout, stderr, exit, t0));
+            return Ok(outcome(stdout, stderr, exit, t0, compile));
         }
         if diagnostics.is_empty() {
             // kiln-init says why whenever it gives up; silence means a kill from outside.
@@ -334,12 +363,19 @@ impl DockerSandbox {
     }
 }
 
-fn outcome(stdout: Collected, stderr: Collected, exit: ExitReport, t0: Instant) -> RunOutcome {
+fn outcome(
+    stdout: Collected,
+    stderr: Collected,
+    exit: ExitReport,
+    t0: Instant,
+    compile: Option<StageOutcome>,
+) -> RunOutcome {
     RunOutcome {
         stdout,
         stderr,
         exit,
         elapsed: t0.elapsed(),
+        compile,
     }
 }
 

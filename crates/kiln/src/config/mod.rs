@@ -9,6 +9,7 @@ mod docker;
 mod limits;
 mod memory;
 mod pool;
+mod runtimes;
 mod server;
 
 use std::path::Path;
@@ -20,6 +21,7 @@ pub use docker::{ChannelKind, DockerSection};
 pub use limits::{LimitsSection, NetworkSection};
 pub use memory::{HostPolicy, MemorySection, SandboxThp, Switch, ThpHost};
 pub use pool::{PoolEntry, PoolSection};
+pub use runtimes::RuntimesSection;
 pub use server::ServerSection;
 
 /// The whole configuration of `kiln serve`.
@@ -34,6 +36,7 @@ pub struct Config {
     pub pool: PoolSection,
     pub cache: CacheSection,
     pub memory: MemorySection,
+    pub runtimes: RuntimesSection,
 }
 
 /// Images the gateway expects to be present; `/ready` reports each.
@@ -112,6 +115,7 @@ impl Config {
         self.memory.validate()?;
         self.pool_config()?;
         self.thp_by_image()?;
+        self.runtimes.catalog()?;
         Ok(())
     }
 

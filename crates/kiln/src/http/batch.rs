@@ -56,10 +56,11 @@ pub(super) async fn batch(
                 )
             })
             .and_then(|r| {
-                r.validate(&state.inner.policy).map_err(|mut v| {
-                    v.field = format!("requests[{i}].{}", v.field);
-                    ApiError::Invalid(v)
-                })
+                r.validate_with(&state.inner.policy, &state.inner.catalog)
+                    .map_err(|mut v| {
+                        v.field = format!("requests[{i}].{}", v.field);
+                        ApiError::Invalid(v)
+                    })
             });
         specs.push(spec);
     }

@@ -17,7 +17,7 @@ pub(super) async fn execute(
     let received = Instant::now();
     let bytes = read_body(body, &state).await?;
     let request = decode(&bytes)?;
-    let spec = request.validate(&state.inner.policy)?;
+    let spec = request.validate_with(&state.inner.policy, &state.inner.catalog)?;
     Ok(Json(run(&state, spec, received).await?))
 }
 

@@ -17,7 +17,7 @@ use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
 use axum::Router;
-use kiln_api::Policy;
+use kiln_api::{Catalog, Policy};
 use kiln_sandbox::Executor;
 
 use crate::memory::Memory;
@@ -47,6 +47,7 @@ struct Shared {
     init_path: PathBuf,
     results: Arc<ResultCache>,
     memory: Arc<Memory>,
+    catalog: Arc<Catalog>,
 }
 
 impl AppState {
@@ -70,8 +71,17 @@ impl AppState {
                 init_path,
                 results,
                 memory,
+                catalog: Arc::new(Catalog::default()),
             }),
         }
+    }
+
+    /// The runtimes requests may name by `language`.
+    pub fn with_catalog(mut self, catalog: Catalog) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("set before the state is shared")
+            .catalog = Arc::new(catalog);
+        self
     }
 
     /// How long a request's body may take to arrive.
@@ -110,6 +120,7 @@ pub fn app(state: AppState) -> Router {
         .route("/ready", get(health::ready))
         .route("/metrics", get(observe::metrics))
         .route("/api/v1/pools", get(observe::pools))
+        .route("/api/v1/runtimes", get(observe::runtimes))
         .route("/api/v1/system/memory", get(observe::memory))
         .route("/api/v1/execute", post(execute::execute))
         .route("/api/v1/execute/batch", post(batch::batch))

@@ -173,3 +173,24 @@ pub(super) async fn purge_cache(
         json!({"purged": q.key.as_deref().unwrap_or("all"), "failed_tiers": failed}),
     ))
 }
+
+/// `GET /api/v1/runtimes`: the catalog's languages.
+pub(super) async fn runtimes(State(state): State<AppState>) -> Json<Value> {
+    let list: Vec<Value> = state
+        .inner
+        .catalog
+        .runtimes
+        .iter()
+        .map(|r| {
+            json!({
+                "language": r.name,
+                "version": r.version,
+                "aliases": r.aliases,
+                "image": r.image,
+                "source_file": r.source_file,
+                "compiled": r.compile.is_some(),
+            })
+        })
+        .collect();
+    Json(json!({ "runtimes": list }))
+}
