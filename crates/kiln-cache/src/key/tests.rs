@@ -43,7 +43,7 @@ proptest! {
     }
 
     #[test]
-    fn every_input_that_matters_changes_the_key(which in 0usize..17, s in "[a-z]{1,5}") {
+    fn every_input_that_matters_changes_the_key(which in 0usize..20, s in "[a-z]{1,5}") {
         let base = serde_json::json!({"image": "i", "command": "x", "stdin": "in", "env": {"A": "1"},
             "files": [{"path": "f", "content": "c"}]});
         let a = spec(base.clone());
@@ -67,7 +67,21 @@ proptest! {
             13 => b.limits.pids += 1,
             14 => b.limits.output_bytes += 1,
             15 => b.limits.tmp_mb += 1,
-            _ => b.network = !b.network,
+            16 => b.network = !b.network,
+            17 => b.compile = Some(kiln_api::CompileSpec { argv: vec![s.clone()], timeout_ms: 1 }),
+            18 => {
+                // The same compile step with another time limit, or another command.
+                let mut c = kiln_api::CompileSpec { argv: vec![s.clone()], timeout_ms: 1 };
+                b.compile = Some(c.clone());
+                c.timeout_ms = 2;
+                let mut a2 = a.clone();
+                a2.compile = Some(c);
+                prop_assert_ne!(INPUTS.key(&a2), inputs.key(&b));
+                c = kiln_api::CompileSpec { argv: vec![s.clone(), s.clone()], timeout_ms: 1 };
+                a2.compile = Some(c);
+                prop_assert_ne!(INPUTS.key(&a2), inputs.key(&b));
+            }
+            _ => b.compile = Some(kiln_api::CompileSpec { argv: vec![], timeout_ms: 10_000 }),
         }
         prop_assert_ne!(INPUTS.key(&a), inputs.key(&b));
     }
