@@ -14,6 +14,16 @@ if ! command -v redis-server >/dev/null 2>&1; then
   apt-get install -y -qq redis-server >/dev/null
 fi
 scripts/images.sh busybox python runtimes
+# Existing API clients, unmodified, that tests run against a live Kiln (tests/clients).
+if ! command -v npm >/dev/null 2>&1 || ! command -v pip3 >/dev/null 2>&1; then
+  echo "[test] installing Debian's nodejs, npm and python3-pip" >&2
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq nodejs npm python3-pip >/dev/null
+fi
+(cd tests/clients && npm install --silent --no-audit --no-fund >/dev/null)
+pip3 install --quiet --upgrade --disable-pip-version-check --target tests/clients/py -r tests/clients/requirements.txt 2>/dev/null \
+  || pip3 install --quiet --upgrade --disable-pip-version-check --break-system-packages --target tests/clients/py -r tests/clients/requirements.txt
 KILN_INIT_PATH=$(scripts/build-init.sh)
 export KILN_INIT_PATH
 

@@ -124,9 +124,19 @@ async fn huge_heads_cut_bodies_and_connection_floods_are_bounded() {
         drop(s);
     }
 
+    // Let the cut-off requests end (answered 400) and free their connections.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
     // More connections than allowed: the extra ones are closed at once, the others served.
     let held: Vec<TcpStream> = (0..8).map(|_| connect(&gw)).collect();
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    for s in &held {
+        // Each one holds its place: open, nothing sent either way.
+        s.set_nonblocking(true).unwrap();
+        let open = matches!((&*s).read(&mut [0u8; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock);
+        s.set_nonblocking(false).unwrap();
+        assert!(open, "a held connection was closed");
+    }
     let mut extra = connect(&gw);
     let _ = extra.write_all(b"GET /health HTTP/1.1\r\nHost: k\r\n\r\n");
     let answer = read_to_close(&mut extra);

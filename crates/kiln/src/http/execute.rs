@@ -58,7 +58,6 @@ pub(super) async fn run(
     Ok(response)
 }
 
-/// The whole body, within `limit` bytes.
 /// The whole body, within the size limit and the time limit: a client that sends it slowly
 /// (slowloris) is answered 408 rather than holding the connection and its buffer open.
 pub(super) async fn read_body(body: Body, state: &AppState) -> Result<axum::body::Bytes, ApiError> {

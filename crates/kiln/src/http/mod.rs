@@ -5,6 +5,7 @@ mod error;
 mod execute;
 mod health;
 mod observe;
+mod piston;
 
 pub(crate) use health::check_init;
 
@@ -121,6 +122,11 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(observe::metrics))
         .route("/api/v1/pools", get(observe::pools))
         .route("/api/v1/runtimes", get(observe::runtimes))
+        // Piston v2, drop-in; clients add a trailing slash now and then.
+        .route("/api/v2/runtimes", get(piston::runtimes))
+        .route("/api/v2/runtimes/", get(piston::runtimes))
+        .route("/api/v2/execute", post(piston::execute))
+        .route("/api/v2/execute/", post(piston::execute))
         .route("/api/v1/system/memory", get(observe::memory))
         .route("/api/v1/execute", post(execute::execute))
         .route("/api/v1/execute/batch", post(batch::batch))
