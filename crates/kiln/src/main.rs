@@ -23,6 +23,8 @@ enum Command {
     /// Measure Kiln (cold and warm) against docker run, the bare Docker API and docker exec,
     /// side by side; then warm concurrency, sustained rate and idle pooled memory.
     Bench(kiln::bench::BenchArgs),
+    /// Print the SHA-256 of an API key (read from stdin) for `[[auth.keys]] sha256`.
+    HashKey,
 }
 
 const CONFIG_HELP: &str = "\
@@ -51,6 +53,9 @@ Sections and keys (defaults in brackets):\n\
             l2_path [\"/var/lib/kiln/cache.redb\"; \"\": no L2], l2_max_bytes [1073741824],\n\
             l2_ttl_ms [604800000], redis_url [unset: no L3], redis_timeout_ms [50],\n\
             redis_ttl_ms [86400000], image_id_ttl_ms [1000]\n\
+  [auth]    keys [none: no authentication]: [{name, sha256 (kiln hash-key), rate_per_sec [10],\n\
+            burst [20], max_concurrent [8], admin [false]}]\n\
+  [runtimes] path [the built-in catalog, config/runtimes.toml]\n\
   [memory]  ksm [\"on\" | \"off\"], ksm_host [\"manage\" | \"leave\"], ksm_pages_to_scan [1000],\n\
             ksm_sleep_ms [20], thp [\"leave\" | \"madvise\" | \"always\" | \"never\"],\n\
             sandbox_thp [\"disable\" | \"allow\"], zram [\"off\" | \"on\"], zram_size_mb [2048],\n\
@@ -165,6 +170,15 @@ fn main() -> ExitCode {
             }
         }
         Command::Run(args) => rt.block_on(kiln::client::run(args)),
+        Command::HashKey => {
+            let mut key = String::new();
+            if std::io::stdin().read_line(&mut key).is_err() || key.trim().is_empty() {
+                eprintln!("kiln hash-key: give the key on stdin");
+                return ExitCode::FAILURE;
+            }
+            println!("{}", kiln::http::hash_key(key.trim()));
+            ExitCode::SUCCESS
+        }
         Command::Bench(args) => {
             if std::env::var_os("KILN_LOG").is_some() {
                 init_tracing();

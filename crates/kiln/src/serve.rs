@@ -94,7 +94,17 @@ pub async fn start(config: Config, signals: bool) -> anyhow::Result<Running> {
     )
     .with_max_batch(config.server.max_batch)
     .with_catalog(config.runtimes.catalog()?)
+    .with_keys(&config.auth.specs())
+    .with_judge0_store(
+        config
+            .judge0
+            .store_path
+            .as_deref()
+            .filter(|p| !p.as_os_str().is_empty()),
+    )
     .with_body_timeout(Duration::from_millis(config.server.body_timeout_ms));
+    // Judge0 submissions an earlier gateway accepted and did not finish run now.
+    crate::http::judge0::resume(&state);
     let listener = tokio::net::TcpListener::bind(&config.server.listen)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.listen))?;

@@ -43,6 +43,7 @@ impl Server {
             .env("KILN__MEMORY__KSM_HOST", "leave")
             // Each server its own state: no shared on-disk cache store.
             .env("KILN__CACHE__L2_PATH", "")
+            .env("KILN__JUDGE0__STORE_PATH", "")
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
             .spawn()
@@ -260,5 +261,66 @@ fn a_gateway_killed_hard_is_cleaned_up_by_its_next_start() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
+    assert!(second.terminate().success());
+}
+
+/// Judge0 submissions made without `wait` are kept in the embedded store: a gateway stopped
+/// while they run does not lose them; the next one (same store) runs them to the end.
+#[test]
+fn judge0_submissions_survive_a_restart() {
+    let id = unique_id("judge0restart");
+    let dir = tempfile::tempdir().unwrap();
+    let store = format!(
+        "judge0.store_path={}",
+        dir.path().join("judge0.redb").display()
+    );
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let http = reqwest::Client::new();
+    let first = Server::start_as(&id, &[&store]);
+    let tokens: Vec<String> = rt.block_on(async {
+        let mut tokens = Vec::new();
+        for i in 0..3 {
+            let v: serde_json::Value = http
+                .post(format!("{}/submissions", first.url))
+                .json(&serde_json::json!({"source_code": format!("sleep 3; echo done {i}"), "language_id": 46}))
+                .send()
+                .await
+                .unwrap()
+                .json()
+                .await
+                .unwrap();
+            tokens.push(v["token"].as_str().unwrap().to_owned());
+        }
+        tokens
+    });
+    // Stopped while they run.
+    assert!(first.terminate().success());
+
+    let second = Server::start_as(&id, &[&store]);
+    rt.block_on(async {
+        for (i, token) in tokens.iter().enumerate() {
+            let t0 = Instant::now();
+            loop {
+                let v: serde_json::Value = http
+                    .get(format!("{}/submissions/{token}", second.url))
+                    .send()
+                    .await
+                    .unwrap()
+                    .json()
+                    .await
+                    .unwrap();
+                if v["status"]["id"].as_u64() > Some(2) {
+                    assert_eq!(v["status"]["id"], 3, "{v}");
+                    assert_eq!(v["stdout"], format!("done {i}\n"), "{v}");
+                    break;
+                }
+                assert!(
+                    t0.elapsed() < Duration::from_secs(60),
+                    "never finished: {v}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    });
     assert!(second.terminate().success());
 }

@@ -88,6 +88,7 @@ async fn phase(args: &BenchArgs, n: usize, s: Setting, hold_s: u64) -> anyhow::R
     config.docker.gateway_id = format!("kiln-bench-density-{}", std::process::id());
     config.pool.enabled = false;
     config.cache.l2_path = None;
+    config.judge0.store_path = None;
     config.memory.ksm = s.ksm;
     config.memory.ksm_host = HostPolicy::Manage;
     config.memory.thp = s.thp;
@@ -234,6 +235,7 @@ pub async fn thp(args: &BenchArgs, runs: usize) -> anyhow::Result<()> {
             config.docker.gateway_id = format!("kiln-bench-thp-{}", std::process::id());
             config.pool.enabled = false;
             config.cache.l2_path = None;
+            config.judge0.store_path = None;
             config.memory.ksm = Off;
             config.memory.ksm_host = HostPolicy::Leave;
             config.memory.thp = *host;

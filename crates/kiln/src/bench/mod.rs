@@ -106,6 +106,7 @@ async fn gateway_with(
     config.docker.gateway_id = format!("kiln-bench-{tag}-{}", std::process::id());
     config.pool.enabled = pool.is_some();
     config.cache.l2_path = None;
+    config.judge0.store_path = None;
     config.memory.ksm_host = crate::config::HostPolicy::Leave;
     config.pool.on_demand = false;
     config.pool.max_pooled = 64;

@@ -4,6 +4,7 @@
 //! file: `KILN__LIMITS__MAX__MEMORY_MB=1024` in the environment or `--set limits.max.memory_mb=1024`
 //! on the command line; the common ones also have their own flags (`kiln serve --help`).
 
+mod auth;
 mod cache;
 mod docker;
 mod limits;
@@ -16,6 +17,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+pub use auth::{AuthSection, KeyEntry};
 pub use cache::CacheSection;
 pub use docker::{ChannelKind, DockerSection};
 pub use limits::{LimitsSection, NetworkSection};
@@ -37,6 +39,23 @@ pub struct Config {
     pub cache: CacheSection,
     pub memory: MemorySection,
     pub runtimes: RuntimesSection,
+    pub auth: AuthSection,
+    pub judge0: Judge0Section,
+}
+
+/// The Judge0 API's submissions: where they are kept ("" or unset: in memory only).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Judge0Section {
+    pub store_path: Option<std::path::PathBuf>,
+}
+
+impl Default for Judge0Section {
+    fn default() -> Self {
+        Judge0Section {
+            store_path: Some("/var/lib/kiln/judge0.redb".into()),
+        }
+    }
 }
 
 /// Images the gateway expects to be present; `/ready` reports each.
@@ -116,6 +135,7 @@ impl Config {
         self.pool_config()?;
         self.thp_by_image()?;
         self.runtimes.catalog()?;
+        self.auth.validate()?;
         Ok(())
     }
 

@@ -1,9 +1,11 @@
 //! The gateway's HTTP surface: `fn app(state) -> Router`, its handlers and its error type.
 
+mod auth;
 mod batch;
 mod error;
 mod execute;
 mod health;
+pub mod judge0;
 mod observe;
 mod piston;
 
@@ -28,6 +30,8 @@ use tracing::{info, info_span, Instrument};
 pub use error::ApiError;
 
 /// The most requests a batch may carry unless the config says otherwise.
+pub use auth::{hash_key, KeySpec};
+
 pub const DEFAULT_MAX_BATCH: usize = 32;
 pub const DEFAULT_BODY_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -49,6 +53,8 @@ struct Shared {
     results: Arc<ResultCache>,
     memory: Arc<Memory>,
     catalog: Arc<Catalog>,
+    keys: Arc<auth::Keys>,
+    judge0: Arc<judge0::Store>,
 }
 
 impl AppState {
@@ -73,8 +79,26 @@ impl AppState {
                 results,
                 memory,
                 catalog: Arc::new(Catalog::default()),
+                keys: Arc::default(),
+                judge0: Arc::new(judge0::Store::open(None)),
             }),
         }
+    }
+
+    /// The API keys requests must carry (none: no authentication).
+    pub fn with_keys(mut self, keys: &[KeySpec]) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("set before the state is shared")
+            .keys = Arc::new(auth::Keys::new(keys));
+        self
+    }
+
+    /// Where Judge0 submissions are kept (`None`: in memory only).
+    pub fn with_judge0_store(mut self, path: Option<&std::path::Path>) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("set before the state is shared")
+            .judge0 = Arc::new(judge0::Store::open(path));
+        self
     }
 
     /// The runtimes requests may name by `language`.
@@ -127,12 +151,30 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v2/runtimes/", get(piston::runtimes))
         .route("/api/v2/execute", post(piston::execute))
         .route("/api/v2/execute/", post(piston::execute))
+        // Judge0 CE 1.13.1, drop-in, at the root as Judge0 serves it.
+        .route("/submissions", post(judge0::create))
+        .route("/submissions/", post(judge0::create))
+        .route(
+            "/submissions/batch",
+            post(judge0::create_batch).get(judge0::show_batch),
+        )
+        .route("/submissions/{token}", get(judge0::show))
+        .route("/languages", get(judge0::languages))
+        .route("/languages/{id}", get(judge0::language))
+        .route("/statuses", get(judge0::statuses))
+        .route("/about", get(judge0::about))
+        .route("/config_info", get(judge0::config_info))
+        .route("/system_info", get(judge0::system_info))
         .route("/api/v1/system/memory", get(observe::memory))
         .route("/api/v1/execute", post(execute::execute))
         .route("/api/v1/execute/batch", post(batch::batch))
         .route("/api/v1/cache", axum::routing::delete(observe::purge_cache))
         .fallback(|| async { ApiError::NotFound })
         .method_not_allowed_fallback(|| async { ApiError::MethodNotAllowed })
+        .layer(middleware::from_fn_with_state(
+            state.inner.keys.clone(),
+            auth::check,
+        ))
         .layer(middleware::from_fn(trace_request))
         .with_state(state)
 }

@@ -42,6 +42,7 @@ pub fn test_config(tag: &str) -> Config {
     c.pool.enabled = false;
     // No shared on-disk cache store between tests; the cache tests give theirs a directory.
     c.cache.l2_path = None;
+    c.judge0.store_path = None;
     // The host's KSM is one for all: only the test of it manages it.
     c.memory.ksm_host = kiln::config::HostPolicy::Leave;
     c
