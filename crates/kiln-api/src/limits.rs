@@ -3,7 +3,7 @@ use serde::{Deserialize, Serialize};
 use crate::ValidationError;
 
 /// Resource limits of one run, every field concrete.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Limits {
     /// Wall-clock limit of the program, from its start.
@@ -141,7 +141,7 @@ fn check_one(
 }
 
 /// Limits as a request gives them: each one optional.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LimitsRequest {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -6,8 +6,9 @@ use crate::LimitsRequest;
 
 /// `POST /api/v1/execute`. Every field is optional at the serde level so that validation, not the
 /// decoder, names what is missing; unknown fields are refused so that a typo never goes unseen.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"image": "kiln/busybox", "command": "echo hello", "stdin": "", "limits": {"timeout_ms": 5000}}))]
 pub struct ExecuteRequest {
     /// A Docker image reference; required.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -54,7 +55,7 @@ pub struct ExecuteRequest {
 }
 
 /// How a run uses the result cache.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum CacheMode {
     /// Neither read nor write.
@@ -67,7 +68,7 @@ pub enum CacheMode {
 }
 
 /// A file written under the working directory before the run.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct FileSpec {
     /// Relative to the working directory; absolute paths and `..` are refused.
@@ -82,7 +83,7 @@ pub struct FileSpec {
     pub mode: Option<FileMode>,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Encoding {
     #[default]
@@ -90,7 +91,7 @@ pub enum Encoding {
     Base64,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(untagged)]
 pub enum FileMode {
     Number(u32),

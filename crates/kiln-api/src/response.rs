@@ -1,7 +1,7 @@
 use serde::{Deserialize, Serialize};
 
 /// The answer of a run that took place, whatever its exit code (HTTP 200).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct ExecuteResponse {
     /// stdout as text. Bytes that are not UTF-8 are replaced by U+FFFD here, and the exact bytes
     /// are in `stdout_base64`, flagged by `invalid_utf8.stdout`.
@@ -34,14 +34,14 @@ pub struct ExecuteResponse {
     pub compile: Option<StageResult>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct RuntimeInfo {
     pub language: String,
     pub version: String,
 }
 
 /// What one step (the compile) printed and how it ended.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct StageResult {
     pub stdout: String,
     pub stderr: String,
@@ -55,14 +55,14 @@ pub struct StageResult {
 
 /// Where the answer came from: `tier` is `l1`, `l2` or `l3` for a cached answer and `null` for
 /// a run; `key` is the run's cache key when caching was asked for.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct CacheInfo {
     pub tier: Option<String>,
     pub key: Option<String>,
 }
 
 /// How a run ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     /// The program ended by itself.
@@ -93,7 +93,7 @@ impl RunStatus {
 }
 
 /// Where the time went, in milliseconds.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Timings {
     /// Waiting for a free run slot.
     pub queue_ms: f64,
@@ -103,19 +103,19 @@ pub struct Timings {
     pub run_ms: f64,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Truncated {
     pub stdout: bool,
     pub stderr: bool,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct InvalidUtf8 {
     pub stdout: bool,
     pub stderr: bool,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SandboxInfo {
     pub id: String,
     pub start: StartKind,
@@ -125,14 +125,14 @@ pub struct SandboxInfo {
 }
 
 /// Whether the sandbox was waiting in a pool (`warm`) or made for this run (`cold`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum StartKind {
     Cold,
     Warm,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Usage {
     /// User plus system CPU time of the run's processes.
     pub cpu_ms: Option<u64>,

@@ -7,6 +7,7 @@ mod execute;
 mod health;
 pub mod judge0;
 mod observe;
+pub mod openapi;
 mod piston;
 
 pub(crate) use health::check_init;
@@ -146,6 +147,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(observe::metrics))
         .route("/api/v1/pools", get(observe::pools))
         .route("/api/v1/runtimes", get(observe::runtimes))
+        .route("/api/v1/openapi.json", get(openapi::document))
         // Piston v2, drop-in; clients add a trailing slash now and then.
         .route("/api/v2/runtimes", get(piston::runtimes))
         .route("/api/v2/runtimes/", get(piston::runtimes))
