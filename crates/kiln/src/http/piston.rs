@@ -90,7 +90,9 @@ fn decode(headers: &HeaderMap, bytes: &[u8]) -> Result<PistonRequest, PistonErro
         .get(axum::http::header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if !form {
+    // `curl -d '{…}'` labels a JSON body as a form: the body says what it is.
+    let looks_json = bytes.iter().find(|b| !b.is_ascii_whitespace()) == Some(&b'{');
+    if !form || looks_json {
         return serde_json::from_slice(bytes)
             .map_err(|e| bad(format!("request body is not valid JSON: {e}")));
     }
@@ -359,4 +361,35 @@ fn stage(
         "wall_time": wall_ms.round() as u64,
         "memory": memory,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(ctype: &str) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        h.insert(axum::http::header::CONTENT_TYPE, ctype.parse().unwrap());
+        h
+    }
+
+    #[test]
+    fn json_forms_and_json_labelled_as_forms() {
+        let form = headers("application/x-www-form-urlencoded");
+        let r = decode(
+            &form,
+            b"language=py&version=3.x&files=print(1)&args=a&args=b",
+        )
+        .unwrap();
+        assert_eq!(r.language, Some(json!("py")));
+        assert_eq!(r.files, Some(json!(["print(1)"])));
+        assert_eq!(r.args, Some(json!(["a", "b"])));
+        let r = decode(&form, br#" {"language": "py", "version": "*"}"#).unwrap();
+        assert_eq!(r.version, Some(json!("*")));
+        let r = decode(&HeaderMap::new(), br#"{"language": "c"}"#).unwrap();
+        assert_eq!(r.language, Some(json!("c")));
+        assert!(decode(&headers("text/plain"), b"nope").is_err());
+        assert_eq!(hex("4142"), Some(b"AB".to_vec()));
+        assert_eq!(hex("414"), None);
+    }
 }
