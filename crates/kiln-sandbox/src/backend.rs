@@ -77,6 +77,13 @@ pub trait Sandbox: Send + std::fmt::Debug {
     /// Writes `job` and collects output until kiln-init's exit frame. The sandbox is consumed:
     /// it serves exactly one run and is removed afterwards.
     async fn run(self: Box<Self>, job: Job) -> Result<RunOutcome>;
+
+    /// [`Sandbox::run`], also sending every piece of output to `tap` as it arrives. A backend
+    /// that cannot stream sends nothing; the outcome is the same.
+    async fn run_tapped(self: Box<Self>, job: Job, tap: crate::OutputTap) -> Result<RunOutcome> {
+        drop(tap);
+        self.run(job).await
+    }
 }
 
 /// What a run produced.

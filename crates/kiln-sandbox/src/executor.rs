@@ -169,7 +169,17 @@ impl Executor {
 
     /// Runs `spec` in a fresh sandbox. `received` is when the request arrived, for `duration_ms`.
     pub async fn execute(&self, spec: ExecSpec, received: Instant) -> Result<ExecuteResponse> {
-        let r = self.execute_inner(spec, received).await;
+        self.execute_tapped(spec, received, None).await
+    }
+
+    /// [`Executor::execute`], sending the run's output to `tap` as it is produced.
+    pub async fn execute_tapped(
+        &self,
+        spec: ExecSpec,
+        received: Instant,
+        tap: Option<crate::OutputTap>,
+    ) -> Result<ExecuteResponse> {
+        let r = self.execute_inner(spec, received, tap).await;
         match &r {
             Ok(res) => {
                 let i = STATUSES.iter().position(|s| *s == res.status).unwrap_or(0);
@@ -180,7 +190,12 @@ impl Executor {
         r
     }
 
-    async fn execute_inner(&self, spec: ExecSpec, received: Instant) -> Result<ExecuteResponse> {
+    async fn execute_inner(
+        &self,
+        spec: ExecSpec,
+        received: Instant,
+        tap: Option<crate::OutputTap>,
+    ) -> Result<ExecuteResponse> {
         let admission = self.admit().await?;
         let admitted = Instant::now();
         let sandbox_spec = SandboxSpec {
@@ -201,7 +216,16 @@ impl Executor {
         // Only a warm sandbox may be retried: it was checked when handed out but may have died
         // since; a cold one that fails says something about the image or the engine.
         let retry_job = (start == StartKind::Warm).then(|| job.clone());
-        let outcome = match sandbox.run(job).await {
+        let run = |sandbox: Box<dyn Sandbox>, job: Job| {
+            let tap = tap.clone();
+            async move {
+                match tap {
+                    Some(t) => sandbox.run_tapped(job, t).await,
+                    None => sandbox.run(job).await,
+                }
+            }
+        };
+        let outcome = match run(sandbox, job).await {
             Err(Error::Lost { id: lost, detail }) if retry_job.is_some() => {
                 tracing::warn!(sandbox = %lost, %detail, "warm sandbox lost before the run; retrying on another");
                 self.metrics.retried.inc();
@@ -214,7 +238,7 @@ impl Executor {
                 sandbox_ms += ms(t.elapsed());
                 id = sandbox.id().to_owned();
                 image_id = sandbox.image_id().map(str::to_owned);
-                sandbox.run(retry_job.expect("checked")).await?
+                run(sandbox, retry_job.expect("checked")).await?
             }
             r => r?,
         };

@@ -20,4 +20,4 @@ pub use backend::{Backend, RunOutcome, Sandbox, SandboxSpec, StageOutcome};
 pub use error::{Error, Result};
 pub use executor::{Admission, Executor, ExecutorConfig};
 pub use kiln_proto::PROTOCOL_VERSION;
-pub use output::Collected;
+pub use output::{Collected, OutputTap, StreamKind};

@@ -8,17 +8,31 @@ pub struct Collected {
 
 impl Collected {
     /// Appends `chunk`, keeping the total of this stream and `other` within `limit`.
-    pub(crate) fn push(&mut self, chunk: &[u8], other_len: usize, limit: u64) {
+    /// Returns what was kept of it.
+    pub(crate) fn push<'a>(&mut self, chunk: &'a [u8], other_len: usize, limit: u64) -> &'a [u8] {
         let room = usize::try_from(limit)
             .unwrap_or(usize::MAX)
             .saturating_sub(self.bytes.len() + other_len);
         if chunk.len() > room {
             self.truncated = true;
         }
-        self.bytes
-            .extend_from_slice(&chunk[..chunk.len().min(room)]);
+        let kept = &chunk[..chunk.len().min(room)];
+        self.bytes.extend_from_slice(kept);
+        kept
     }
 }
+
+/// Which stream a piece of live output came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamKind {
+    Stdout,
+    Stderr,
+    CompileStdout,
+    CompileStderr,
+}
+
+/// Where a run's output goes as it is produced (besides the final result), for streaming.
+pub type OutputTap = tokio::sync::mpsc::UnboundedSender<(StreamKind, Vec<u8>)>;
 
 #[cfg(test)]
 mod tests {

@@ -14,7 +14,7 @@ use tokio::net::UnixStream;
 use tracing::{info, warn, Instrument, Span};
 
 use super::{short, DockerConfig};
-use crate::{Collected, Error, Result, RunOutcome, Sandbox, StageOutcome};
+use crate::{Collected, Error, OutputTap, Result, RunOutcome, Sandbox, StageOutcome, StreamKind};
 
 /// kiln-init's own diagnostics (its stderr) kept for the error message of a failed run.
 const MAX_DIAGNOSTICS: usize = 4096;
@@ -213,7 +213,13 @@ impl DockerSandbox {
         out
     }
 
-    async fn run_inner(mut self, job: Job) -> Result<RunOutcome> {
+    async fn run_inner(mut self, job: Job, tap: Option<OutputTap>) -> Result<RunOutcome> {
+        // A listener that went away stops nothing: the run goes on and is answered as usual.
+        let send = |kind: StreamKind, kept: &[u8]| {
+            if let (Some(tap), false) = (&tap, kept.is_empty()) {
+                let _ = tap.send((kind, kept.to_vec()));
+            }
+        };
         let id = self.guard.id.clone();
         let frame = job.to_frame();
         let t0 = Instant::now();
@@ -266,12 +272,14 @@ impl DockerSandbox {
                         decoder.next_frame().map_err(|e| protocol(e.to_string()))?
                     {
                         match Event::decode(kind, &payload).map_err(|e| protocol(e.to_string()))? {
-                            Event::Stdout(b) => {
-                                stdout.push(&b, stderr.bytes.len(), job.output_bytes)
-                            }
-                            Event::Stderr(b) => {
-                                stderr.push(&b, stdout.bytes.len(), job.output_bytes)
-                            }
+                            Event::Stdout(b) => send(
+                                StreamKind::Stdout,
+                                stdout.push(&b, stderr.bytes.len(), job.output_bytes),
+                            ),
+                            Event::Stderr(b) => send(
+                                StreamKind::Stderr,
+                                stderr.push(&b, stdout.bytes.len(), job.output_bytes),
+                            ),
                             Event::Exit(exit) => {
                                 info!(
                                     exit_code = ?exit.code,
@@ -283,12 +291,14 @@ impl DockerSandbox {
                                 );
                                 return Ok(outcome(stdout, stderr, exit, t0, compile));
                             }
-                            Event::CompileStdout(b) => {
-                                c_out.push(&b, c_err.bytes.len(), job.output_bytes)
-                            }
-                            Event::CompileStderr(b) => {
-                                c_err.push(&b, c_out.bytes.len(), job.output_bytes)
-                            }
+                            Event::CompileStdout(b) => send(
+                                StreamKind::CompileStdout,
+                                c_out.push(&b, c_err.bytes.len(), job.output_bytes),
+                            ),
+                            Event::CompileStderr(b) => send(
+                                StreamKind::CompileStderr,
+                                c_err.push(&b, c_out.bytes.len(), job.output_bytes),
+                            ),
                             Event::CompileExit(exit) => {
                                 let failed = !exit.succeeded();
                                 compile = Some(StageOutcome {
@@ -415,6 +425,11 @@ impl Sandbox for DockerSandbox {
 
     async fn run(self: Box<Self>, job: Job) -> Result<RunOutcome> {
         let span = self.guard.span.clone();
-        self.run_inner(job).instrument(span).await
+        self.run_inner(job, None).instrument(span).await
+    }
+
+    async fn run_tapped(self: Box<Self>, job: Job, tap: OutputTap) -> Result<RunOutcome> {
+        let span = self.guard.span.clone();
+        self.run_inner(job, Some(tap)).instrument(span).await
     }
 }

@@ -9,6 +9,7 @@ pub mod judge0;
 mod observe;
 pub mod openapi;
 mod piston;
+mod stream;
 
 pub(crate) use health::check_init;
 
@@ -146,6 +147,7 @@ pub fn app(state: AppState) -> Router {
         .route("/ready", get(health::ready))
         .route("/metrics", get(observe::metrics))
         .route("/api/v1/pools", get(observe::pools))
+        .route("/api/v1/execute/stream", post(stream::execute_stream))
         .route("/api/v1/runtimes", get(observe::runtimes))
         .route("/api/v1/openapi.json", get(openapi::document))
         // Piston v2, drop-in; clients add a trailing slash now and then.
