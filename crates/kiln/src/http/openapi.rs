@@ -46,6 +46,17 @@ pub struct RuntimeList {
     pub runtimes: Vec<RuntimeEntry>,
 }
 
+/// One server-sent event of `/api/v1/execute/stream`.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StreamEvent {
+    /// `stdout`, `stderr`, `compile_stdout`, `compile_stderr`, `result` or `error`.
+    #[schema(pattern = "^(stdout|stderr|compile_stdout|compile_stderr|result|error)$")]
+    pub event: String,
+    /// JSON: `{"text": …}` for output, an `ExecuteResponse` for `result`, an `ErrorBody` for
+    /// `error`.
+    pub data: String,
+}
+
 #[derive(Debug, Serialize, ToSchema)]
 pub struct Health {
     pub status: String,
@@ -103,6 +114,84 @@ fn batch() {}
 #[allow(dead_code)]
 fn runtimes() {}
 
+/// The same request as `/api/v1/execute`, answered as server-sent events: `stdout`, `stderr`
+/// (`compile_stdout`, `compile_stderr`) as `{"text": …}` while the program runs, then one
+/// `result` (an `ExecuteResponse`) or one `error` (an `ErrorBody`).
+#[utoipa::path(
+    post,
+    path = "/api/v1/execute/stream",
+    request_body = ExecuteRequest,
+    responses(
+        (status = 200, description = "The event stream", content_type = "text/event-stream", body = StreamEvent),
+        (status = 400, description = "The body is not JSON, or could not be read", body = ErrorBody),
+        (status = 401, description = "API keys are on and the key is missing or unknown", body = ErrorBody),
+        (status = 408, description = "The body did not arrive in time", body = ErrorBody),
+        (status = 413, description = "The body is too large", body = ErrorBody),
+        (status = 422, description = "A field is missing, wrong, or above the server's limits", body = ErrorBody),
+        (status = 429, description = "The key is over its rate or quota", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn execute_stream() {}
+
+/// Readiness: the engine answers, kiln-init is usable, the images are there, the pools are at
+/// their minimum; each check with its reason.
+#[utoipa::path(
+    get,
+    path = "/ready",
+    responses(
+        (status = 200, description = "Ready", body = Object),
+        (status = 503, description = "Not ready; the failing checks say why", body = Object),
+    )
+)]
+#[allow(dead_code)]
+fn ready() {}
+
+/// The warm pools: per pool its key, sizes, target, hits and misses, removals by reason.
+#[utoipa::path(
+    get,
+    path = "/api/v1/pools",
+    responses(
+        (status = 200, description = "The pools", body = Object),
+        (status = 401, description = "API keys are on and the key is missing or unknown", body = ErrorBody),
+        (status = 429, description = "The key is over its rate or quota", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn pools() {}
+
+/// Memory density: KSM, THP, zram, idle pooled sandboxes.
+#[utoipa::path(
+    get,
+    path = "/api/v1/system/memory",
+    responses(
+        (status = 200, description = "The mechanisms, their counters, and why any is off", body = Object),
+        (status = 401, description = "API keys are on and the key is missing or unknown", body = ErrorBody),
+        (status = 429, description = "The key is over its rate or quota", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn system_memory() {}
+
+/// Empties the result cache: every tier, one key (`key`) or one tier (`tier`).
+#[utoipa::path(
+    delete,
+    path = "/api/v1/cache",
+    params(
+        ("key" = Option<String>, Query, description = "The 64 hex digits of one cache key"),
+        ("tier" = Option<String>, Query, description = "l1, l2 or l3"),
+    ),
+    responses(
+        (status = 200, description = "What was purged and which tiers failed", body = Object),
+        (status = 401, description = "API keys are on and the key is missing or unknown", body = ErrorBody),
+        (status = 403, description = "Not an admin key", body = ErrorBody),
+        (status = 422, description = "No such tier, or not a key", body = ErrorBody),
+        (status = 429, description = "The key is over its rate or quota", body = ErrorBody),
+    )
+)]
+#[allow(dead_code)]
+fn purge_cache() {}
+
 /// Liveness: the process answers.
 #[utoipa::path(get, path = "/health", responses((status = 200, description = "Alive", body = Health)))]
 #[allow(dead_code)]
@@ -115,7 +204,17 @@ fn health() {}
         description = "Runs untrusted commands and code in fresh, locked-down sandboxes.",
         version = "1"
     ),
-    paths(execute, batch, runtimes, health),
+    paths(
+        execute,
+        execute_stream,
+        batch,
+        runtimes,
+        pools,
+        system_memory,
+        purge_cache,
+        health,
+        ready
+    ),
     components(schemas(
         ExecuteRequest,
         ExecuteResponse,
