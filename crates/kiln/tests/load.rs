@@ -10,17 +10,7 @@ use common::{pooled_config, Gateway, BUSYBOX};
 use serde_json::{json, Value};
 
 fn rss_mib() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let kib: f64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .unwrap()
-        .trim()
-        .trim_end_matches("kB")
-        .trim()
-        .parse()
-        .unwrap();
-    kib / 1024.0
+    kiln_sandbox::memory::proc_kib("/proc/self/status", "VmRSS:").expect("VmRSS") as f64 / 1024.0
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

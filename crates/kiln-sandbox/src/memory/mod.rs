@@ -5,10 +5,12 @@
 mod knobs;
 mod ksm;
 mod pageout;
+mod procfs;
 mod thp;
 mod zram;
 
 pub use ksm::{Ksm, KsmSettings, KsmStats};
 pub use pageout::{page_out, parent_of, resident_and_swapped};
+pub use procfs::{kib_field, proc_kib};
 pub use thp::{Thp, ThpPolicy};
 pub use zram::{Zram, ZramSettings, ZramStats};

@@ -81,15 +81,7 @@ pub fn page_out(pid: u32) -> io::Result<u64> {
 /// Memory of `pid` as `/proc/PID/smaps_rollup` counts it: (PSS in memory, swapped out), bytes.
 pub fn resident_and_swapped(pid: u32) -> Option<(u64, u64)> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).ok()?;
-    let kib = |key: &str| -> Option<u64> {
-        text.lines()
-            .find_map(|l| l.strip_prefix(key))?
-            .trim()
-            .strip_suffix("kB")?
-            .trim()
-            .parse()
-            .ok()
-    };
+    let kib = |key| super::kib_field(&text, key);
     Some((kib("Pss:")? * 1024, kib("Swap:").unwrap_or(0) * 1024))
 }
 

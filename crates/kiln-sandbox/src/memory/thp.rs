@@ -76,16 +76,7 @@ impl Thp {
 
     /// Anonymous memory in huge pages now, host-wide (`AnonHugePages` of `/proc/meminfo`).
     pub fn anon_huge_bytes() -> Option<u64> {
-        let text = std::fs::read_to_string("/proc/meminfo").ok()?;
-        let kib: u64 = text
-            .lines()
-            .find_map(|l| l.strip_prefix("AnonHugePages:"))?
-            .trim()
-            .strip_suffix("kB")?
-            .trim()
-            .parse()
-            .ok()?;
-        Some(kib * 1024)
+        super::proc_kib("/proc/meminfo", "AnonHugePages:").map(|kib| kib * 1024)
     }
 }
 

@@ -31,19 +31,7 @@ struct Row {
 }
 
 fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))?
-                .trim()
-                .trim_end_matches("kB")
-                .trim()
-                .parse::<f64>()
-                .ok()
-        })
-        .unwrap_or(0.0)
-        / 1024.0
+    kiln_sandbox::memory::proc_kib("/proc/self/status", "VmRSS:").unwrap_or(0) as f64 / 1024.0
 }
 
 /// `clients` loops for `span`, each calling `one` and recording what came back.

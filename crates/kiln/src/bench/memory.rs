@@ -5,25 +5,13 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use kiln_sandbox::memory::parent_of;
+use kiln_sandbox::memory::{kib_field, parent_of, proc_kib};
 
 use serde_json::{json, Value};
 
 use super::stats::Samples;
 use super::{gateway_with, settle, url, BenchArgs};
 use crate::config::Switch;
-
-/// The value of a `Key:   123 kB` line of a /proc file.
-fn kib_field(text: &str, key: &str) -> Option<u64> {
-    text.lines().find_map(|l| {
-        l.strip_prefix(key)?
-            .trim()
-            .strip_suffix("kB")?
-            .trim()
-            .parse()
-            .ok()
-    })
-}
 
 /// Memory in use in MiB, as `free` counted it before `MemAvailable`: total less free, buffers,
 /// page cache and reclaimable slab, so that cache churn does not count. The median of a few
@@ -48,10 +36,7 @@ pub(super) async fn used_mib() -> anyhow::Result<f64> {
 }
 
 fn status_kib(pid: u32, key: &str, file: &str) -> Option<u64> {
-    kib_field(
-        &std::fs::read_to_string(format!("/proc/{pid}/{file}")).ok()?,
-        key,
-    )
+    proc_kib(&format!("/proc/{pid}/{file}"), key)
 }
 
 fn cgroup_usage_bytes(id: &str) -> Option<u64> {
