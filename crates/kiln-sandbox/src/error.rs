@@ -38,4 +38,18 @@ pub enum Error {
     Protocol { id: String, detail: String },
 }
 
+impl Error {
+    /// Whether the run failed for a reason of the moment — the engine down, the server full or
+    /// shutting down, the sandbox stopped from outside — so that trying again later may work.
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            Error::AtCapacity { .. }
+                | Error::Unavailable(_)
+                | Error::Lost { .. }
+                | Error::Interrupted { .. }
+        )
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

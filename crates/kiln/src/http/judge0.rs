@@ -389,12 +389,7 @@ async fn execute(state: &AppState, mut s: Submission) -> Result<Submission, Subm
     let result = match request.validate_with(&state.inner.policy, &state.inner.catalog) {
         Ok(spec) => match run(state, spec, received).await {
             Ok(res) => Ok(res),
-            Err(super::error::ApiError::Sandbox(
-                kiln_sandbox::Error::AtCapacity { .. }
-                | kiln_sandbox::Error::Unavailable(_)
-                | kiln_sandbox::Error::Lost { .. }
-                | kiln_sandbox::Error::Interrupted { .. },
-            )) => return Err(s),
+            Err(super::error::ApiError::Sandbox(e)) if e.is_transient() => return Err(s),
             Err(e) => Err(e.to_string()),
         },
         Err(e) => Err(e.message),
