@@ -9,7 +9,7 @@ use kiln_api::ExecuteResponse;
 use serde_json::{json, Value};
 
 use super::{BenchArgs, Samples};
-use crate::config::{Config, PoolEntry};
+use crate::config::PoolEntry;
 
 struct Client {
     http: reqwest::Client,
@@ -66,12 +66,8 @@ impl Client {
 pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
     let redis = kiln_cache::local_redis::LocalRedis::start()?;
     let dir = tempfile_dir()?;
-    let mut config = Config::default();
-    config.server.listen = "127.0.0.1:0".into();
-    config.server.max_concurrent = 64;
-    config.docker.host = args.docker_host.clone();
-    config.docker.init_path = args.init_path.clone();
-    config.docker.gateway_id = format!("kiln-bench-cache-{}", std::process::id());
+    let mut config = super::bench_config(args, "cache");
+    config.pool.enabled = true;
     config.pool.on_demand = false;
     config.pool.pools = vec![PoolEntry {
         name: Some("bench".into()),
@@ -84,7 +80,6 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
         thp: None,
     }];
     config.cache.l2_path = Some(dir.join("cache.redb"));
-    config.memory.ksm_host = crate::config::HostPolicy::Leave;
     config.cache.redis_url = Some(redis.url());
     let gw = crate::serve::start(config, false).await?;
     let client = Client {

@@ -8,8 +8,8 @@ use anyhow::Context as _;
 use serde_json::{json, Value};
 
 use super::memory::used_mib;
-use super::BenchArgs;
-use crate::config::{Config, HostPolicy, SandboxThp, Switch, ThpHost};
+use super::{bench_config, BenchArgs};
+use crate::config::{HostPolicy, SandboxThp, Switch, ThpHost};
 
 /// Imports the standard library's heavier modules and builds the same data in every sandbox,
 /// then holds it.
@@ -80,15 +80,8 @@ struct Phase {
 }
 
 async fn phase(args: &BenchArgs, n: usize, s: Setting, hold_s: u64) -> anyhow::Result<Phase> {
-    let mut config = Config::default();
-    config.server.listen = "127.0.0.1:0".into();
+    let mut config = bench_config(args, "density");
     config.server.max_concurrent = n.max(8) * 2;
-    config.docker.host = args.docker_host.clone();
-    config.docker.init_path = args.init_path.clone();
-    config.docker.gateway_id = format!("kiln-bench-density-{}", std::process::id());
-    config.pool.enabled = false;
-    config.cache.l2_path = None;
-    config.judge0.store_path = None;
     config.memory.ksm = s.ksm;
     config.memory.ksm_host = HostPolicy::Manage;
     config.memory.thp = s.thp;
@@ -228,16 +221,8 @@ pub async fn thp(args: &BenchArgs, runs: usize) -> anyhow::Result<()> {
     let mut peak: Vec<Vec<f64>> = vec![Vec::new(); choices.len()];
     for _ in 0..rounds {
         for (i, (_, host, sandbox)) in choices.iter().enumerate() {
-            let mut config = Config::default();
-            config.server.listen = "127.0.0.1:0".into();
-            config.docker.host = args.docker_host.clone();
-            config.docker.init_path = args.init_path.clone();
-            config.docker.gateway_id = format!("kiln-bench-thp-{}", std::process::id());
-            config.pool.enabled = false;
-            config.cache.l2_path = None;
-            config.judge0.store_path = None;
+            let mut config = bench_config(args, "thp");
             config.memory.ksm = Off;
-            config.memory.ksm_host = HostPolicy::Leave;
             config.memory.thp = *host;
             config.memory.sandbox_thp = *sandbox;
             let gw = crate::serve::start(config, false).await?;

@@ -86,6 +86,23 @@ pub struct BenchArgs {
 
 const POOL_NAME: &str = "bench";
 
+/// The configuration of every benchmark's in-process gateway: on 127.0.0.1, the engine and
+/// kiln-init from `args`, its own gateway id, wide-open admission, no pool, no on-disk state,
+/// the host's KSM left alone. Each benchmark changes what it measures.
+fn bench_config(args: &BenchArgs, tag: &str) -> Config {
+    let mut config = Config::default();
+    config.server.listen = "127.0.0.1:0".into();
+    config.server.max_concurrent = 64;
+    config.docker.host = args.docker_host.clone();
+    config.docker.init_path = args.init_path.clone();
+    config.docker.gateway_id = format!("kiln-bench-{tag}-{}", std::process::id());
+    config.pool.enabled = false;
+    config.cache.l2_path = None;
+    config.judge0.store_path = None;
+    config.memory.ksm_host = crate::config::HostPolicy::Leave;
+    config
+}
+
 /// A gateway in this process: cold (no pool) or with one pool of `pool` sandboxes.
 async fn gateway(args: &BenchArgs, tag: &str, pool: Option<usize>) -> anyhow::Result<Running> {
     gateway_with(args, tag, pool, |_| {}).await
@@ -98,16 +115,8 @@ async fn gateway_with(
     pool: Option<usize>,
     tweak: impl FnOnce(&mut Config),
 ) -> anyhow::Result<Running> {
-    let mut config = Config::default();
-    config.server.listen = "127.0.0.1:0".into();
-    config.server.max_concurrent = 64;
-    config.docker.host = args.docker_host.clone();
-    config.docker.init_path = args.init_path.clone();
-    config.docker.gateway_id = format!("kiln-bench-{tag}-{}", std::process::id());
+    let mut config = bench_config(args, tag);
     config.pool.enabled = pool.is_some();
-    config.cache.l2_path = None;
-    config.judge0.store_path = None;
-    config.memory.ksm_host = crate::config::HostPolicy::Leave;
     config.pool.on_demand = false;
     config.pool.max_pooled = 64;
     if let Some(n) = pool {
