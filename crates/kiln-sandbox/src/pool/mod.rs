@@ -303,6 +303,7 @@ impl PoolManager {
             manager.deliver(
                 &pool,
                 result.map(|sandbox| Pooled {
+                    host_pids: sandbox.host_pids(),
                     sandbox,
                     born: Instant::now(),
                     paged: false,
@@ -404,7 +405,7 @@ impl PoolManager {
                 for p in st.ready.iter_mut() {
                     if !p.paged && p.born.elapsed() >= after {
                         p.paged = true;
-                        page_out.push(p.sandbox.host_pids());
+                        page_out.push(p.host_pids.clone());
                     }
                 }
             }
@@ -506,7 +507,7 @@ impl PoolManager {
                 let st = pool.state.lock().expect("pool lock");
                 st.ready
                     .iter()
-                    .map(|p| p.sandbox.host_pids())
+                    .map(|p| p.host_pids.clone())
                     .collect::<Vec<_>>()
             })
             .collect()

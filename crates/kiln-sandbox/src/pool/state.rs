@@ -49,6 +49,8 @@ pub(super) struct Pooled {
     pub born: Instant,
     /// Its idle memory was paged out already.
     pub paged: bool,
+    /// Its processes on the host, looked up once when it was made (outside the pool's lock).
+    pub host_pids: Vec<u32>,
 }
 
 impl std::fmt::Debug for Pooled {
