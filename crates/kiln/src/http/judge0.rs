@@ -61,6 +61,7 @@ const STATUSES: [&str; 14] = [
 #[derive(Debug)]
 pub struct Store {
     db: Option<Database>,
+    /// Those not on disk: all of them without a store, else those whose write failed.
     memory: std::sync::Mutex<HashMap<String, Vec<u8>>>,
 }
 
@@ -84,9 +85,10 @@ impl Store {
         }
     }
 
+    /// On disk where there is a store; in memory only without one, or when a write fails.
     fn put(&self, s: &Submission) {
         let bytes = serde_json::to_vec(s).expect("serialisable");
-        if let Some(db) = &self.db {
+        let on_disk = self.db.as_ref().is_some_and(|db| {
             let write = || -> Result<(), String> {
                 let tx = db.begin_write().map_err(|e| e.to_string())?;
                 tx.open_table(TABLE)
@@ -95,14 +97,17 @@ impl Store {
                     .map_err(|e| e.to_string())?;
                 tx.commit().map_err(|e| e.to_string())
             };
-            if let Err(e) = write() {
-                warn!(error = %e, "Judge0 submission not stored on disk");
-            }
+            write()
+                .inspect_err(|e| warn!(error = %e, "Judge0 submission not stored on disk"))
+                .is_ok()
+        });
+        let mut memory = self.memory.lock().expect("store lock");
+        if on_disk {
+            // The disk has the newer copy now.
+            memory.remove(&s.token);
+        } else {
+            memory.insert(s.token.clone(), bytes);
         }
-        self.memory
-            .lock()
-            .expect("store lock")
-            .insert(s.token.clone(), bytes);
     }
 
     fn get(&self, token: &str) -> Option<Submission> {
