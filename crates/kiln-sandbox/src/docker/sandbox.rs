@@ -265,7 +265,12 @@ impl DockerSandbox {
             };
             match item {
                 None => break,
-                Some(Err(e)) => return Err(protocol(format!("reading the channel: {e}"))),
+                // A reset is the other end dying mid-stream (the container killed, say): judged
+                // below like a stream that ended, not as a protocol fault.
+                Some(Err(e)) => {
+                    warn!(error = %e, "the channel broke");
+                    break;
+                }
                 Some(Ok(Chunk::Frames(message))) => {
                     decoder.push(&message);
                     while let Some((kind, payload)) =
