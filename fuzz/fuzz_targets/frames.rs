@@ -3,7 +3,7 @@
 //! that decodes encodes back to the same frame.
 #![no_main]
 
-use kiln_proto::{read_frame, Event, FrameDecoder, FrameKind, Job};
+use kiln_proto::{read_frame, Event, FrameDecoder, FrameKind, Input, Job};
 use libfuzzer_sys::fuzz_target;
 
 const MAX: usize = 1 << 20;
@@ -29,6 +29,10 @@ fuzz_target!(|data: &[u8]| {
                 Ok(Some((kind, payload))) => {
                     assert!(payload.len() <= MAX);
                     let _ = Event::decode(kind, &payload);
+                    // kiln-init's side of an interactive job: the same stream read as input.
+                    if let Ok(input) = Input::decode(kind, &payload) {
+                        assert_eq!(input.to_frame()[4], kind as u8);
+                    }
                 }
                 Ok(None) => break,
                 Err(_) => return,

@@ -1,7 +1,8 @@
 //! kiln-init: PID 1 of every Kiln sandbox.
 //!
 //! Reads one job frame from stdin, writes the job's files, runs the program and answers on
-//! stdout with its output as frames and a final exit frame (see `kiln-proto`). Exit code 2 means
+//! stdout with its output as frames and a final exit frame (see `kiln-proto`); an interactive
+//! job's further stdin arrives as input frames on the same channel while the program runs. Exit code 2 means
 //! no valid job arrived (the message is on stderr); 1 that the host's stream broke. When PID 1
 //! exits, the kernel kills whatever is left in the container.
 
@@ -150,7 +151,8 @@ fn main() {
         fd: output,
         compiling: false,
     };
-    if let Err(e) = run::run(&job, &mut out) {
+    let feed = job.interactive.then(|| supervise::Feed::new(input));
+    if let Err(e) = run::run(&job, &mut out, feed) {
         complain(&format!("cannot report the run: {e}"));
         exit(1);
     }

@@ -9,14 +9,17 @@ use std::time::{Duration, Instant};
 
 use kiln_proto::{Event, ExitReport, Job, Status};
 
-use crate::supervise::{Spawned, Supervisor};
+use crate::supervise::{Feed, Spawned, Supervisor};
 use crate::{cgroup, files, sys, Output};
 
 /// Runs the job and sends every frame of it, the exit frame last. With a compile step, that
 /// runs first and its frames go out as the compile's; a compile that fails ends the job after
 /// its exit frame. An error means the frames could not be written; the run has been killed by
 /// then.
-pub fn run(job: &Job, out: &mut Output) -> io::Result<()> {
+///
+/// `feed` is the host's input for an interactive job; only the run step reads it (the compile
+/// step has no stdin), so what the host sends early waits in the channel.
+pub fn run(job: &Job, out: &mut Output, mut feed: Option<Feed>) -> io::Result<()> {
     if let Err(e) = files::write_files(Path::new("."), &job.files) {
         return refuse(out, &format!("kiln-init: {e}\n"), 126).map(drop);
     }
@@ -27,6 +30,7 @@ pub fn run(job: &Job, out: &mut Output) -> io::Result<()> {
             argv: &compile.argv,
             env: &job.env,
             stdin: &[],
+            feed: None,
             timeout_ms: compile.timeout_ms,
             output_bytes: job.output_bytes,
             cpu_before: 0,
@@ -43,6 +47,7 @@ pub fn run(job: &Job, out: &mut Output) -> io::Result<()> {
         argv: &job.argv,
         env: &job.env,
         stdin: &job.stdin,
+        feed: feed.as_mut(),
         timeout_ms: job.timeout_ms,
         output_bytes: job.output_bytes,
         cpu_before,
@@ -55,6 +60,7 @@ struct Step<'a> {
     argv: &'a [String],
     env: &'a [(String, String)],
     stdin: &'a [u8],
+    feed: Option<&'a mut Feed>,
     timeout_ms: u64,
     output_bytes: u64,
     /// CPU time of the children reaped before this step (the compile's), not this step's.
@@ -63,7 +69,7 @@ struct Step<'a> {
 
 impl Step<'_> {
     /// Spawns, supervises and reports the program; returns what its exit frame said.
-    fn run(&self, out: &mut Output) -> io::Result<ExitReport> {
+    fn run(self, out: &mut Output) -> io::Result<ExitReport> {
         let job = self;
         let Some((prog, args)) = job.argv.split_first() else {
             return refuse(out, "kiln-init: cannot run: empty argv\n", 127);
@@ -109,7 +115,15 @@ impl Step<'_> {
             }
         };
         let deadline = start.checked_add(Duration::from_millis(job.timeout_ms));
-        let sup = Supervisor::new(spawned, sigfd, job.stdin, deadline, job.output_bytes, out);
+        let sup = Supervisor::new(
+            spawned,
+            sigfd,
+            job.stdin,
+            job.feed,
+            deadline,
+            job.output_bytes,
+            out,
+        );
         let ended = match sup.run() {
             Ok(ended) => ended,
             Err(e) => {

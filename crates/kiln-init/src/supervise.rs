@@ -1,12 +1,14 @@
-//! The single-threaded poll loop of a run: feeds the program's stdin, forwards its output as
-//! frames the moment it arrives, reaps children (as PID 1, orphans land on init) and enforces
-//! the deadline and the output limit.
+//! The single-threaded poll loop of a run: feeds the program's stdin (from the job, and for an
+//! interactive job from the host's input frames as they come), forwards its output as frames
+//! the moment it arrives, reaps children (as PID 1, orphans land on init) and enforces the
+//! deadline and the output limit.
 
+use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::time::{Duration, Instant};
 
-use kiln_proto::Event;
+use kiln_proto::{Event, FrameDecoder, Input, MAX_EVENT_FRAME};
 use libc::{c_int, pid_t};
 
 use crate::sys;
@@ -17,6 +19,30 @@ const CHUNK: usize = 64 * 1024;
 /// Reads per stream once the program has exited. After the kill nothing should write any more,
 /// but a process that escaped it (outside a container) could keep a pipe full forever.
 const DRAIN_READS: usize = 64;
+
+/// Stdin the host has sent but the program has not read yet, beyond which kiln-init stops
+/// reading the host's input (the host then waits) until the program catches up.
+const MAX_PENDING_STDIN: usize = 8 << 20;
+
+/// An interactive job's input: frames the host sends on its channel while the program runs.
+#[derive(Debug)]
+pub struct Feed {
+    fd: RawFd,
+    decoder: FrameDecoder,
+    /// Whether the host may still send: not after its end of stdin or its end of the channel.
+    open: bool,
+}
+
+impl Feed {
+    /// Input read from `fd`, the channel the job came on (blocking; read only when readable).
+    pub fn new(fd: RawFd) -> Self {
+        Feed {
+            fd,
+            decoder: FrameDecoder::new(MAX_EVENT_FRAME),
+            open: true,
+        }
+    }
+}
 
 /// The pipes of a freshly spawned program, parent ends.
 #[derive(Debug)]
@@ -49,6 +75,7 @@ enum Slot {
     Signal,
     Stream(usize),
     Stdin,
+    Feed,
 }
 
 #[derive(Debug)]
@@ -57,7 +84,11 @@ pub struct Supervisor<'a> {
     sigfd: OwnedFd,
     deadline: Option<Instant>,
     stdin: Option<OwnedFd>,
-    stdin_data: &'a [u8],
+    /// Bytes for stdin not yet written.
+    pending: VecDeque<u8>,
+    /// The host's input while the program runs (interactive jobs); stdin stays open while
+    /// it is.
+    feed: Option<&'a mut Feed>,
     /// stdout, stderr.
     streams: [Stream; 2],
     forwarded: u64,
@@ -71,18 +102,19 @@ impl<'a> Supervisor<'a> {
     pub fn new(
         child: Spawned,
         sigfd: OwnedFd,
-        stdin_data: &'a [u8],
+        stdin_data: &[u8],
+        feed: Option<&'a mut Feed>,
         deadline: Option<Instant>,
         output_bytes: u64,
         out: &'a mut Output,
     ) -> Self {
-        Supervisor {
+        let mut sup = Supervisor {
             pid: child.pid,
             sigfd,
             deadline,
-            // Closing an unneeded stdin at once gives the program its EOF right away.
-            stdin: (!stdin_data.is_empty()).then_some(child.stdin),
-            stdin_data,
+            stdin: Some(child.stdin),
+            pending: stdin_data.iter().copied().collect(),
+            feed: feed.filter(|f| f.open),
             streams: [
                 Stream {
                     fd: Some(child.stdout),
@@ -98,7 +130,10 @@ impl<'a> Supervisor<'a> {
             limit_hit: false,
             main: None,
             out,
-        }
+        };
+        // Closing an unneeded stdin at once gives the program its EOF right away.
+        sup.close_stdin_if_done();
+        sup
     }
 
     /// Runs the loop until the program has exited or been killed. An error means the frames
@@ -135,8 +170,8 @@ impl<'a> Supervisor<'a> {
                 fd: -1,
                 events: 0,
                 revents: 0,
-            }; 4];
-            let mut slots = [Slot::Signal; 4];
+            }; 5];
+            let mut slots = [Slot::Signal; 5];
             let mut n = 0;
             let mut add = |fd: &OwnedFd, events: i16, slot: Slot| {
                 fds[n].fd = fd.as_raw_fd();
@@ -150,8 +185,16 @@ impl<'a> Supervisor<'a> {
                     add(fd, libc::POLLIN, Slot::Stream(i));
                 }
             }
-            if let Some(fd) = &self.stdin {
+            if let (Some(fd), false) = (&self.stdin, self.pending.is_empty()) {
                 add(fd, libc::POLLOUT, Slot::Stdin);
+            }
+            if let Some(feed) = &self.feed {
+                if self.pending.len() < MAX_PENDING_STDIN {
+                    fds[n].fd = feed.fd;
+                    fds[n].events = libc::POLLIN;
+                    slots[n] = Slot::Feed;
+                    n += 1;
+                }
             }
             match sys::poll(&mut fds[..n], timeout) {
                 Ok(_) => {}
@@ -168,6 +211,7 @@ impl<'a> Supervisor<'a> {
                         self.read_stream(i, &mut buf)?;
                     }
                     Slot::Stdin => self.feed_stdin(),
+                    Slot::Feed => self.read_feed(&mut buf)?,
                 }
                 if self.limit_hit {
                     break;
@@ -269,17 +313,56 @@ impl<'a> Supervisor<'a> {
         let Some(fd) = &self.stdin else {
             return;
         };
-        match sys::write(fd.as_raw_fd(), self.stdin_data) {
+        match sys::write(fd.as_raw_fd(), self.pending.as_slices().0) {
             Ok(n) => {
-                self.stdin_data = &self.stdin_data[n..];
-                if self.stdin_data.is_empty() {
-                    self.stdin = None;
-                }
+                self.pending.drain(..n);
             }
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
             // EPIPE: the program closed its stdin and does not want the rest.
-            Err(_) => self.stdin = None,
+            Err(_) => {
+                self.stdin = None;
+                self.pending.clear();
+            }
         }
+        self.close_stdin_if_done();
+    }
+
+    /// Stdin ends once everything for it is written and nothing more can come.
+    fn close_stdin_if_done(&mut self) {
+        if self.pending.is_empty() && self.feed.is_none() {
+            self.stdin = None;
+        }
+    }
+
+    /// Reads what the host sent: stdin for the program, its end, or a signal. The host's
+    /// channel ending is the end of stdin too. An error means the host broke the protocol.
+    fn read_feed(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        let Some(feed) = self.feed.as_deref_mut() else {
+            return Ok(());
+        };
+        let n = sys::read(feed.fd, buf).unwrap_or(0);
+        if n == 0 {
+            feed.open = false;
+        }
+        feed.decoder.push(&buf[..n]);
+        let invalid = |e: kiln_proto::DecodeError| io::Error::new(io::ErrorKind::InvalidData, e);
+        while let Some((kind, payload)) = feed.decoder.next_frame().map_err(invalid)? {
+            match Input::decode(kind, &payload).map_err(invalid)? {
+                // Once the program has closed its stdin, what comes for it is dropped.
+                Input::Stdin(bytes) if self.stdin.is_some() => self.pending.extend(bytes),
+                Input::Stdin(_) => {}
+                Input::StdinEof => feed.open = false,
+                Input::Signal(sig) => sys::signal_run(self.pid, sig),
+            }
+            if !feed.open {
+                break;
+            }
+        }
+        if !feed.open {
+            self.feed = None;
+            self.close_stdin_if_done();
+        }
+        Ok(())
     }
 }
 

@@ -213,6 +213,16 @@ pub fn kill_run(pgid: pid_t) {
     }
 }
 
+/// Sends `sig` to the run's process group (what the host asks for on behalf of a client).
+pub fn signal_run(pgid: pid_t, sig: c_int) {
+    if pgid > 0 {
+        // SAFETY: kill takes and returns plain integers.
+        unsafe {
+            libc::kill(-pgid, sig);
+        }
+    }
+}
+
 /// Resource use of all reaped descendants.
 #[derive(Debug, Clone, Copy)]
 pub struct ChildUsage {

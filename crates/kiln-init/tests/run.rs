@@ -443,3 +443,126 @@ fn compile_step_runs_first_and_a_failed_one_ends_the_job() {
     assert!(r.elapsed < Duration::from_secs(5));
     let _ = fs::remove_dir_all(&dir);
 }
+
+/// An interactive job: kiln-init and a host that answers what the program prints.
+struct Session {
+    child: std::process::Child,
+    /// The host's end of the channel; `None` once closed.
+    stdin: Option<std::process::ChildStdin>,
+    stdout: std::process::ChildStdout,
+    out: Vec<u8>,
+}
+
+impl Session {
+    fn start(dir: &Path, job: &Job) -> Session {
+        let bin = std::env::var_os("KILN_INIT_BIN")
+            .unwrap_or_else(|| env!("CARGO_BIN_EXE_kiln-init").into());
+        let mut child = Command::new(bin)
+            .current_dir(dir)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin.write_all(&job.to_frame()).unwrap();
+        let stdout = child.stdout.take().unwrap();
+        Session {
+            child,
+            stdin: Some(stdin),
+            stdout,
+            out: Vec::new(),
+        }
+    }
+
+    fn send(&mut self, input: kiln_proto::Input) {
+        let channel = self.stdin.as_mut().expect("open");
+        channel.write_all(&input.to_frame()).unwrap();
+    }
+
+    /// Frames until stdout holds `text`; the exit frame before that is a failure.
+    fn wait_for(&mut self, text: &str) {
+        while !String::from_utf8_lossy(&self.out).contains(text) {
+            match self.next() {
+                Event::Stdout(b) => self.out.extend(b),
+                other => panic!("waiting for {text:?}, got {other:?}"),
+            }
+        }
+    }
+
+    fn next(&mut self) -> Event {
+        let (kind, payload) = read_frame(&mut self.stdout, MAX_EVENT_FRAME)
+            .unwrap()
+            .expect("a frame");
+        Event::decode(kind, &payload).unwrap()
+    }
+
+    /// Frames to the exit frame: all of stdout, and the exit.
+    fn finish(mut self) -> (String, ExitReport) {
+        loop {
+            match self.next() {
+                Event::Stdout(b) => self.out.extend(b),
+                Event::Exit(x) => {
+                    assert!(self.child.wait().unwrap().success());
+                    return (String::from_utf8_lossy(&self.out).into_owned(), x);
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+}
+
+#[test]
+fn interactive_stdin_arrives_while_the_program_runs() {
+    use kiln_proto::Input;
+    let dir = temp_dir("interactive");
+    let mut j = sh("echo ready; read a; echo got $a; read b; echo got $b; read c || echo eof");
+    j.stdin = b"first\n".to_vec();
+    j.interactive = true;
+    let mut s = Session::start(&dir, &j);
+    // The job's own stdin comes first; the program then waits for more, which the host sends
+    // only after it has seen the program's answer.
+    s.wait_for("got first\n");
+    s.send(Input::Stdin(b"sec".to_vec()));
+    s.send(Input::Stdin(b"ond\n".to_vec()));
+    s.wait_for("got second\n");
+    s.send(Input::StdinEof);
+    let (out, exit) = s.finish();
+    assert_eq!(out, "ready\ngot first\ngot second\neof\n");
+    assert_eq!((exit.status, exit.code), (Status::Ok, Some(0)));
+
+    // The host's channel closing is the end of stdin too.
+    let mut j = sh("echo ready; cat; echo done");
+    j.interactive = true;
+    let mut s = Session::start(&dir, &j);
+    s.wait_for("ready\n");
+    s.send(Input::Stdin(b"echoed\n".to_vec()));
+    s.wait_for("echoed\n");
+    s.stdin = None;
+    let (out, exit) = s.finish();
+    assert_eq!(out, "ready\nechoed\ndone\n");
+    assert_eq!(exit.code, Some(0));
+    let _ = fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_signal_from_the_host_reaches_the_run() {
+    let dir = temp_dir("signal");
+    let mut j = sh("trap 'echo interrupted; exit 3' INT; echo ready; sleep 20 & wait");
+    j.interactive = true;
+    let mut s = Session::start(&dir, &j);
+    s.wait_for("ready\n");
+    let t0 = Instant::now();
+    s.send(kiln_proto::Input::Signal(2)); // SIGINT
+    let (out, exit) = s.finish();
+    assert_eq!(out, "ready\ninterrupted\n");
+    assert_eq!((exit.status, exit.code), (Status::Ok, Some(3)));
+    assert!(t0.elapsed() < Duration::from_secs(10), "the signal ended it");
+
+    // A job that is not interactive reads nothing more from the host: stdin is closed at once.
+    let mut s = Session::start(&dir, &sh("cat; echo eof"));
+    s.send(kiln_proto::Input::Stdin(b"ignored\n".to_vec()));
+    let (out, _) = s.finish();
+    assert_eq!(out, "eof\n");
+    let _ = fs::remove_dir_all(&dir);
+}

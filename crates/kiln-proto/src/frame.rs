@@ -15,6 +15,9 @@ pub enum FrameKind {
     CompileStdout = 5,
     CompileStderr = 6,
     CompileExit = 7,
+    StdinData = 8,
+    StdinEof = 9,
+    Signal = 10,
 }
 
 impl FrameKind {
@@ -27,6 +30,9 @@ impl FrameKind {
             5 => FrameKind::CompileStdout,
             6 => FrameKind::CompileStderr,
             7 => FrameKind::CompileExit,
+            8 => FrameKind::StdinData,
+            9 => FrameKind::StdinEof,
+            10 => FrameKind::Signal,
             other => return Err(DecodeError::UnexpectedKind(other)),
         })
     }
@@ -76,14 +82,14 @@ pub fn read_frame(r: &mut impl Read, max: usize) -> io::Result<Option<(FrameKind
     Ok(Some((kind, body)))
 }
 
-/// Writes one frame built by `Job::to_frame` or `Event::to_frame`.
+/// Writes one frame built by `Job::to_frame`, `Event::to_frame` or `Input::to_frame`.
 pub fn write_frame(w: &mut impl Write, frame: &[u8]) -> io::Result<()> {
     w.write_all(frame)?;
     w.flush()
 }
 
-/// An incremental decoder for a byte stream that arrives in arbitrary chunks (the host side,
-/// reading the sandbox's multiplexed stdout).
+/// An incremental decoder for a byte stream that arrives in arbitrary chunks (the host reading
+/// kiln-init's frames; kiln-init reading an interactive job's input frames).
 #[derive(Debug)]
 pub struct FrameDecoder {
     buf: Vec<u8>,

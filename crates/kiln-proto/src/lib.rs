@@ -5,7 +5,9 @@
 //! [`Event::Exit`]. A job with a [`Compile`] step first gets the compiler's
 //! [`Event::CompileStdout`] / [`Event::CompileStderr`] and one [`Event::CompileExit`]; a compile
 //! that fails (any status but `ok`, or a non-zero exit code) ends the job there, without an
-//! `Exit`. Every frame is
+//! `Exit`. An [`Job::interactive`] job keeps the host's channel open the other way too: after
+//! the job frame the host may send [`Input`] frames — more stdin, its end, a signal for the
+//! program — until the exit frame. Every frame is
 //!
 //! ```text
 //! u32 little-endian length of what follows | u8 kind | payload
@@ -25,7 +27,7 @@ use codec::{Reader, Writer};
 
 /// Bumped whenever the encoding of a [`Job`] or an [`Event`] changes. kiln-init refuses a job
 /// whose version differs from its own, so that a stale binary never misreads a frame.
-pub const PROTOCOL_VERSION: u32 = 2;
+pub const PROTOCOL_VERSION: u32 = 3;
 
 /// The largest job frame kiln-init accepts (files and stdin travel inside it).
 pub const MAX_JOB_FRAME: usize = 256 << 20;
@@ -50,6 +52,53 @@ pub struct Job {
     pub output_bytes: u64,
     /// A step before the run, in the same sandbox and working directory (a compiler).
     pub compile: Option<Compile>,
+    /// The program's stdin stays open after `stdin`: the host sends more as [`Input`] frames
+    /// while the program runs, and closes it with [`Input::StdinEof`] (or by closing the
+    /// channel).
+    pub interactive: bool,
+}
+
+/// What the host sends kiln-init after an interactive job's frame.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Input {
+    /// Bytes for the program's stdin.
+    Stdin(Vec<u8>),
+    /// No more stdin: the program reads its end of file once what came before is consumed.
+    StdinEof,
+    /// A signal for every process of the run (the program's process group).
+    Signal(i32),
+}
+
+impl Input {
+    /// Encodes the input as one complete frame.
+    pub fn to_frame(&self) -> Vec<u8> {
+        match self {
+            Input::Stdin(b) => frame::encode(FrameKind::StdinData, b),
+            Input::StdinEof => frame::encode(FrameKind::StdinEof, &[]),
+            Input::Signal(sig) => frame::encode(FrameKind::Signal, &sig.to_le_bytes()),
+        }
+    }
+
+    /// Decodes an input frame's payload.
+    pub fn decode(kind: FrameKind, payload: &[u8]) -> Result<Input, DecodeError> {
+        match kind {
+            FrameKind::StdinData => Ok(Input::Stdin(payload.to_vec())),
+            FrameKind::StdinEof => {
+                Reader::new(payload).finish()?;
+                Ok(Input::StdinEof)
+            }
+            FrameKind::Signal => {
+                let mut r = Reader::new(payload);
+                let sig = r.u32()? as i32;
+                r.finish()?;
+                if !(1..=64).contains(&sig) {
+                    return Err(DecodeError::BadValue("signal", sig as u64));
+                }
+                Ok(Input::Signal(sig))
+            }
+            other => Err(DecodeError::UnexpectedKind(other as u8)),
+        }
+    }
 }
 
 /// The compile step of a [`Job`]: no stdin, the job's environment and output limit, its own
@@ -189,6 +238,7 @@ impl Job {
                 w.u64(c.timeout_ms);
             }
         }
+        w.u8(u8::from(self.interactive));
         frame::encode(FrameKind::Job, &w.into_inner())
     }
 
@@ -239,6 +289,11 @@ impl Job {
             }
             other => return Err(DecodeError::BadValue("compile flag", u64::from(other))),
         };
+        let interactive = match r.u8()? {
+            0 => false,
+            1 => true,
+            other => return Err(DecodeError::BadValue("interactive flag", u64::from(other))),
+        };
         let job = Job {
             argv,
             env,
@@ -247,6 +302,7 @@ impl Job {
             timeout_ms,
             output_bytes,
             compile,
+            interactive,
         };
         r.finish()?;
         Ok(job)
@@ -275,7 +331,9 @@ impl Event {
             FrameKind::CompileStderr => Ok(Event::CompileStderr(payload.to_vec())),
             FrameKind::Exit => Ok(Event::Exit(ExitReport::decode(payload)?)),
             FrameKind::CompileExit => Ok(Event::CompileExit(ExitReport::decode(payload)?)),
-            FrameKind::Job => Err(DecodeError::UnexpectedKind(kind as u8)),
+            FrameKind::Job | FrameKind::StdinData | FrameKind::StdinEof | FrameKind::Signal => {
+                Err(DecodeError::UnexpectedKind(kind as u8))
+            }
         }
     }
 }

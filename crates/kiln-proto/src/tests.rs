@@ -21,9 +21,10 @@ fn job_strategy() -> impl Strategy<Value = Job> {
         any::<u64>(),
         any::<u64>(),
         proptest::option::of((proptest::collection::vec(".{0,16}", 0..4), any::<u64>())),
+        any::<bool>(),
     )
         .prop_map(
-            |(argv, env, stdin, files, timeout_ms, output_bytes, compile)| Job {
+            |(argv, env, stdin, files, timeout_ms, output_bytes, compile, interactive)| Job {
                 argv,
                 env,
                 stdin,
@@ -31,6 +32,7 @@ fn job_strategy() -> impl Strategy<Value = Job> {
                 timeout_ms,
                 output_bytes,
                 compile: compile.map(|(argv, timeout_ms)| Compile { argv, timeout_ms }),
+                interactive,
             },
         )
 }
@@ -83,6 +85,17 @@ proptest! {
     }
 
     #[test]
+    fn input_round_trips(bytes in proptest::collection::vec(any::<u8>(), 0..64), sig in 1i32..=64) {
+        for input in [Input::Stdin(bytes), Input::StdinEof, Input::Signal(sig)] {
+            let frame = input.to_frame();
+            let (kind, payload) = decode_one(&frame, MAX_EVENT_FRAME).unwrap().unwrap();
+            prop_assert_eq!(Input::decode(kind, &payload).unwrap(), input.clone());
+            // Input never passes for output, nor the other way round.
+            prop_assert!(Event::decode(kind, &payload).is_err());
+        }
+    }
+
+    #[test]
     fn every_truncation_of_a_job_is_an_error(job in job_strategy(), cut in any::<prop::sample::Index>()) {
         let frame = job.to_frame();
         let cut = cut.index(frame.len());
@@ -99,6 +112,9 @@ proptest! {
         let _ = Job::decode(&bytes);
         for kind in [FrameKind::Stdout, FrameKind::Stderr, FrameKind::Exit, FrameKind::Job] {
             let _ = Event::decode(kind, &bytes);
+        }
+        for kind in [FrameKind::StdinData, FrameKind::StdinEof, FrameKind::Signal, FrameKind::Exit] {
+            let _ = Input::decode(kind, &bytes);
         }
         let mut d = FrameDecoder::new(1024);
         d.push(&bytes);
@@ -146,8 +162,30 @@ fn empty_frame_and_unknown_kind_are_errors() {
         Err(DecodeError::Truncated)
     );
     let mut frame = 1u32.to_le_bytes().to_vec();
-    frame.push(9);
-    assert_eq!(decode_one(&frame, 16), Err(DecodeError::UnexpectedKind(9)));
+    frame.push(11);
+    assert_eq!(decode_one(&frame, 16), Err(DecodeError::UnexpectedKind(11)));
+}
+
+#[test]
+fn bad_input_frames_are_errors() {
+    let exit = Event::Exit(ExitReport::default()).to_frame();
+    let (kind, payload) = decode_one(&exit, 64).unwrap().unwrap();
+    assert_eq!(
+        Input::decode(kind, &payload),
+        Err(DecodeError::UnexpectedKind(FrameKind::Exit as u8))
+    );
+    assert_eq!(
+        Input::decode(FrameKind::Signal, &0u32.to_le_bytes()),
+        Err(DecodeError::BadValue("signal", 0))
+    );
+    assert_eq!(
+        Input::decode(FrameKind::Signal, &[9, 0]),
+        Err(DecodeError::Truncated)
+    );
+    assert_eq!(
+        Input::decode(FrameKind::StdinEof, &[0]),
+        Err(DecodeError::TrailingBytes(1))
+    );
 }
 
 #[test]
