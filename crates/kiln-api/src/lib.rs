@@ -16,8 +16,8 @@ pub use error::{ErrorBody, ErrorDetail, ValidationError};
 pub use limits::{Limits, LimitsRequest, Policy};
 pub use request::{CacheMode, Encoding, ExecuteRequest, FileMode, FileSpec};
 pub use response::{
-    signal_name, CacheInfo, ExecuteResponse, InvalidUtf8, RunStatus, RuntimeInfo, SandboxInfo,
-    StageResult, StartKind, Timings, Truncated, Usage,
+    signal_name, signal_number, CacheInfo, ExecuteResponse, InvalidUtf8, RunStatus, RuntimeInfo,
+    SandboxInfo, StageResult, StartKind, Timings, Truncated, Usage,
 };
 pub use runtime::{version_matches, Catalog, Runtime};
 pub use validate::{CompileSpec, ExecSpec, ResolvedFile, DEFAULT_WORKDIR};

@@ -140,29 +140,84 @@ pub struct Usage {
     pub memory_peak_bytes: Option<u64>,
 }
 
+/// Linux's signals by number, with the other names some of them go by.
+const SIGNALS: &[(i32, &str)] = &[
+    (1, "SIGHUP"),
+    (2, "SIGINT"),
+    (3, "SIGQUIT"),
+    (4, "SIGILL"),
+    (5, "SIGTRAP"),
+    (6, "SIGABRT"),
+    (6, "SIGIOT"),
+    (7, "SIGBUS"),
+    (8, "SIGFPE"),
+    (9, "SIGKILL"),
+    (10, "SIGUSR1"),
+    (11, "SIGSEGV"),
+    (12, "SIGUSR2"),
+    (13, "SIGPIPE"),
+    (14, "SIGALRM"),
+    (15, "SIGTERM"),
+    (16, "SIGSTKFLT"),
+    (17, "SIGCHLD"),
+    (17, "SIGCLD"),
+    (18, "SIGCONT"),
+    (19, "SIGSTOP"),
+    (20, "SIGTSTP"),
+    (21, "SIGTTIN"),
+    (22, "SIGTTOU"),
+    (23, "SIGURG"),
+    (24, "SIGXCPU"),
+    (25, "SIGXFSZ"),
+    (26, "SIGVTALRM"),
+    (27, "SIGPROF"),
+    (28, "SIGWINCH"),
+    (29, "SIGIO"),
+    (29, "SIGPOLL"),
+    (30, "SIGPWR"),
+    (31, "SIGSYS"),
+    (31, "SIGUNUSED"),
+];
+
 /// The conventional name of a signal number (`9` → `"SIGKILL"`), or `"SIG<n>"` for others.
 pub fn signal_name(signo: i32) -> String {
-    let name = match signo {
-        1 => "SIGHUP",
-        2 => "SIGINT",
-        3 => "SIGQUIT",
-        4 => "SIGILL",
-        5 => "SIGTRAP",
-        6 => "SIGABRT",
-        7 => "SIGBUS",
-        8 => "SIGFPE",
-        9 => "SIGKILL",
-        10 => "SIGUSR1",
-        11 => "SIGSEGV",
-        12 => "SIGUSR2",
-        13 => "SIGPIPE",
-        14 => "SIGALRM",
-        15 => "SIGTERM",
-        17 => "SIGCHLD",
-        24 => "SIGXCPU",
-        25 => "SIGXFSZ",
-        31 => "SIGSYS",
-        n => return format!("SIG{n}"),
+    SIGNALS
+        .iter()
+        .find(|(n, _)| *n == signo)
+        .map_or_else(|| format!("SIG{signo}"), |(_, name)| (*name).to_owned())
+}
+
+/// The number of a signal named `SIGINT` or `INT` (any case), or given as its number (`"2"`).
+pub fn signal_number(name: &str) -> Option<i32> {
+    let name = name.trim().to_ascii_uppercase();
+    if let Ok(n) = name.parse::<i32>() {
+        return (1..=64).contains(&n).then_some(n);
+    }
+    let full = if name.starts_with("SIG") {
+        name
+    } else {
+        format!("SIG{name}")
     };
-    name.to_owned()
+    SIGNALS.iter().find(|(_, s)| *s == full).map(|(n, _)| *n)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signals_by_name_and_number() {
+        assert_eq!(signal_name(9), "SIGKILL");
+        assert_eq!(signal_name(6), "SIGABRT");
+        assert_eq!(signal_name(40), "SIG40");
+        assert_eq!(signal_number("SIGINT"), Some(2));
+        assert_eq!(signal_number("term"), Some(15));
+        assert_eq!(signal_number("SIGCLD"), Some(17));
+        assert_eq!(signal_number("9"), Some(9));
+        assert_eq!(signal_number("SIGINFO"), None);
+        assert_eq!(signal_number("0"), None);
+        for (n, name) in SIGNALS {
+            assert_eq!(signal_number(name), Some(*n));
+        }
+    }
 }

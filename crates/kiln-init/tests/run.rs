@@ -557,7 +557,10 @@ fn a_signal_from_the_host_reaches_the_run() {
     let (out, exit) = s.finish();
     assert_eq!(out, "ready\ninterrupted\n");
     assert_eq!((exit.status, exit.code), (Status::Ok, Some(3)));
-    assert!(t0.elapsed() < Duration::from_secs(10), "the signal ended it");
+    assert!(
+        t0.elapsed() < Duration::from_secs(10),
+        "the signal ended it"
+    );
 
     // A job that is not interactive reads nothing more from the host: stdin is closed at once.
     let mut s = Session::start(&dir, &sh("cat; echo eof"));

@@ -78,10 +78,11 @@ pub trait Sandbox: Send + std::fmt::Debug {
     /// it serves exactly one run and is removed afterwards.
     async fn run(self: Box<Self>, job: Job) -> Result<RunOutcome>;
 
-    /// [`Sandbox::run`], also sending every piece of output to `tap` as it arrives. A backend
-    /// that cannot stream sends nothing; the outcome is the same.
-    async fn run_tapped(self: Box<Self>, job: Job, tap: crate::OutputTap) -> Result<RunOutcome> {
-        drop(tap);
+    /// [`Sandbox::run`], also sending every piece of output to `live.tap` as it arrives and,
+    /// for an interactive job, what arrives on `live.input` to the program. A backend that
+    /// cannot stream sends nothing and takes no input; the outcome is the same.
+    async fn run_live(self: Box<Self>, job: Job, live: crate::Live) -> Result<RunOutcome> {
+        drop(live);
         self.run(job).await
     }
 }

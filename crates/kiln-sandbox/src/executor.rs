@@ -169,17 +169,18 @@ impl Executor {
 
     /// Runs `spec` in a fresh sandbox. `received` is when the request arrived, for `duration_ms`.
     pub async fn execute(&self, spec: ExecSpec, received: Instant) -> Result<ExecuteResponse> {
-        self.execute_tapped(spec, received, None).await
+        self.execute_live(spec, received, None).await
     }
 
-    /// [`Executor::execute`], sending the run's output to `tap` as it is produced.
-    pub async fn execute_tapped(
+    /// [`Executor::execute`], sending the run's output to `live.tap` as it is produced and, with
+    /// `live.input`, keeping the program's stdin open for what arrives there.
+    pub async fn execute_live(
         &self,
         spec: ExecSpec,
         received: Instant,
-        tap: Option<crate::OutputTap>,
+        live: Option<crate::Live>,
     ) -> Result<ExecuteResponse> {
-        let r = self.execute_inner(spec, received, tap).await;
+        let r = self.execute_inner(spec, received, live).await;
         match &r {
             Ok(res) => {
                 let i = STATUSES.iter().position(|s| *s == res.status).unwrap_or(0);
@@ -194,7 +195,7 @@ impl Executor {
         &self,
         spec: ExecSpec,
         received: Instant,
-        tap: Option<crate::OutputTap>,
+        live: Option<crate::Live>,
     ) -> Result<ExecuteResponse> {
         let admission = self.admit().await?;
         let admitted = Instant::now();
@@ -209,7 +210,8 @@ impl Executor {
             .runtime
             .clone()
             .map(|(language, version)| RuntimeInfo { language, version });
-        let job = job(spec);
+        let mut job = job(spec);
+        job.interactive = live.as_ref().is_some_and(|l| l.input.is_some());
         let mut sandbox_ms = ms(admitted.elapsed());
         let mut id = sandbox.id().to_owned();
         let mut image_id = sandbox.image_id().map(str::to_owned);
@@ -217,10 +219,10 @@ impl Executor {
         // since; a cold one that fails says something about the image or the engine.
         let retry_job = (start == StartKind::Warm).then(|| job.clone());
         let run = |sandbox: Box<dyn Sandbox>, job: Job| {
-            let tap = tap.clone();
+            let live = live.clone();
             async move {
-                match tap {
-                    Some(t) => sandbox.run_tapped(job, t).await,
+                match live {
+                    Some(live) => sandbox.run_live(job, live).await,
                     None => sandbox.run(job).await,
                 }
             }
@@ -288,6 +290,7 @@ pub(crate) fn job(spec: ExecSpec) -> Job {
             argv: c.argv,
             timeout_ms: c.timeout_ms,
         }),
+        interactive: false,
     }
 }
 

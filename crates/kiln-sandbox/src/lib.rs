@@ -19,5 +19,5 @@ pub mod pool;
 pub use backend::{Backend, RunOutcome, Sandbox, SandboxSpec, StageOutcome};
 pub use error::{Error, Result};
 pub use executor::{Admission, Executor, ExecutorConfig};
-pub use kiln_proto::PROTOCOL_VERSION;
-pub use output::{Collected, OutputTap, StreamKind};
+pub use kiln_proto::{Input, PROTOCOL_VERSION};
+pub use output::{Collected, InputFeed, Live, OutputTap, StreamKind};

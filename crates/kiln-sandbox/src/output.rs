@@ -34,6 +34,20 @@ pub enum StreamKind {
 /// Where a run's output goes as it is produced (besides the final result), for streaming.
 pub type OutputTap = tokio::sync::mpsc::UnboundedSender<(StreamKind, Vec<u8>)>;
 
+/// Input for an interactive run while it runs (more stdin, its end, a signal). The sender
+/// lives with the client's connection; when it is dropped, the program's stdin ends. Shared so
+/// that a run retried on another sandbox (one lost before its job was written) takes it along.
+pub type InputFeed =
+    std::sync::Arc<tokio::sync::Mutex<tokio::sync::mpsc::Receiver<kiln_proto::Input>>>;
+
+/// A run watched as it goes: its output sent to `tap` as produced and, when `input` is set,
+/// its stdin kept open for what arrives there.
+#[derive(Debug, Clone)]
+pub struct Live {
+    pub tap: OutputTap,
+    pub input: Option<InputFeed>,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

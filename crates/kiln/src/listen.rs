@@ -1,7 +1,7 @@
 //! The HTTP/1 accept loop, with the bounds a public port needs: a deadline for a request's
-//! headers (slowloris), a cap on header size, a cap on open connections, and a graceful stop
-//! that lets requests in flight finish. (Bodies are bounded in size and time where they are
-//! read: `http::execute::read_body`.)
+//! headers (slowloris), a cap on header size, a cap on open connections, connection upgrades
+//! (WebSockets), and a graceful stop that lets requests in flight and upgraded sessions finish.
+//! (Bodies are bounded in size and time where they are read: `http::execute::read_body`.)
 
 use std::future::Future;
 use std::sync::Arc;
@@ -10,10 +10,10 @@ use std::time::Duration;
 use axum::Router;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::{watch, Semaphore};
+use tokio_util::task::TaskTracker;
 use tracing::{debug, warn};
 
 /// Largest request head (request line and headers) read; more is answered 431.
@@ -26,18 +26,21 @@ pub struct ConnLimits {
 }
 
 /// Serves `router` until `stop` resolves, then stops accepting and waits for every open
-/// connection to finish the request it is serving.
+/// connection to finish the request it is serving, and for every session in `sessions` (the
+/// WebSockets the router's handlers upgraded to) to end.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: ConnLimits,
+    sessions: TaskTracker,
     stop: impl Future<Output = ()>,
 ) {
     let mut http = http1::Builder::new();
     http.timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .max_buf_size(MAX_HEAD_BYTES);
-    let graceful = GracefulShutdown::new();
+    let connections = TaskTracker::new();
+    let (stopping_tx, stopping) = watch::channel(false);
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     tokio::pin!(stop);
     loop {
@@ -59,16 +62,30 @@ pub async fn serve(
         };
         // Small answers go out at once rather than waiting on Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
-        let conn =
-            http.serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router.clone()));
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
+        let conn = http
+            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router.clone()))
+            .with_upgrades();
+        let mut stopping = stopping.clone();
+        connections.spawn(async move {
+            tokio::pin!(conn);
+            let ended = tokio::select! {
+                ended = conn.as_mut() => ended,
+                _ = stopping.changed() => {
+                    // The request being served is answered; the connection then closes.
+                    conn.as_mut().graceful_shutdown();
+                    conn.await
+                }
+            };
+            if let Err(e) = ended {
                 debug!(%peer, error = %e, "connection ended");
             }
             drop(slot);
         });
     }
     drop(listener);
-    graceful.shutdown().await;
+    let _ = stopping_tx.send(true);
+    connections.close();
+    connections.wait().await;
+    sessions.close();
+    sessions.wait().await;
 }

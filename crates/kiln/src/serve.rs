@@ -114,6 +114,7 @@ pub async fn start(config: Config, signals: bool) -> anyhow::Result<Running> {
     let (stop, stopped) = oneshot::channel::<()>();
     let grace = Duration::from_millis(config.server.shutdown_grace_ms);
     let router = app(state.clone());
+    let sessions = state.sessions().clone();
     let limits = crate::listen::ConnLimits {
         header_timeout: Duration::from_millis(config.server.header_timeout_ms),
         max_connections: config.server.max_connections,
@@ -128,7 +129,9 @@ pub async fn start(config: Config, signals: bool) -> anyhow::Result<Running> {
             info!("shutting down: no new runs; waiting for runs in flight");
             let _ = begin_tx.send(());
         };
-        let server = tokio::spawn(crate::listen::serve(listener, router, limits, shutdown));
+        let server = tokio::spawn(crate::listen::serve(
+            listener, router, limits, sessions, shutdown,
+        ));
         // The grace period starts with the shutdown, not before.
         let _ = begin_rx.await;
         if tokio::time::timeout(grace, server).await.is_err() {

@@ -1,11 +1,12 @@
-//! `POST /api/v1/execute/stream` (issue 7): output arrives as server-sent events while the
-//! program still runs, and the stream ends with the same result object as /api/v1/execute.
+//! `POST /api/v1/execute/stream` and `GET /api/v1/execute/ws` (issue 7): output arrives while
+//! the program still runs (server-sent events; WebSocket messages, which also take stdin while
+//! it runs), and ends with the same result object as /api/v1/execute.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{Gateway, BUSYBOX};
+use common::{assert_no_containers, Gateway, Ws, WsEvent, BUSYBOX};
 use serde_json::{json, Value};
 
 /// The events of one stream: (name, data, seconds since the request).
@@ -99,5 +100,142 @@ async fn output_streams_before_the_program_ends() {
     .await;
     assert_eq!(ev.last().map(|e| e.0.as_str()), Some("error"), "{ev:?}");
     tokio::time::sleep(Duration::from_millis(100)).await;
+    gw.stop().await;
+}
+
+/// The stdout of a session's messages, in order.
+fn stdout_of(messages: &[Value]) -> String {
+    messages
+        .iter()
+        .filter(|m| m["type"] == "stdout")
+        .map(|m| m["text"].as_str().unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_streams_output_and_takes_stdin_while_the_program_runs() {
+    let gw = Gateway::start("ws").await;
+    let mut ws = Ws::connect(&gw, "/api/v1/execute/ws").await;
+    ws.send(json!({"image": BUSYBOX, "stdin": "first\n",
+        "command": "echo ready; read a; echo got $a; read b; echo got $b >&2; cat; echo done"}))
+        .await;
+    // The request's own stdin first; the program then waits for more, which is only sent
+    // after its answer has arrived: output streams while the program runs.
+    let mut seen = ws.until_stdout("got first\n").await;
+    assert_eq!(stdout_of(&seen), "ready\ngot first\n", "{seen:?}");
+    ws.send(json!({"type": "stdin", "text": "sec"})).await;
+    ws.send(json!({"type": "stdin", "base64": "b25kCg=="}))
+        .await;
+    loop {
+        match ws.next().await {
+            WsEvent::Json(v, _) if v["type"] == "stderr" => {
+                assert_eq!(v["text"], "got second\n");
+                break;
+            }
+            WsEvent::Json(v, _) => seen.push(v),
+            closed => panic!("{closed:?}"),
+        }
+    }
+    ws.send_binary(b"raw bytes\n").await;
+    ws.send(json!({"type": "stdin_eof"})).await;
+    let (rest, code, _) = ws.rest().await;
+    assert_eq!(code, Some(1000), "a normal close: {rest:?}");
+    let result = &rest.last().unwrap();
+    assert_eq!(result["type"], "result", "{rest:?}");
+    let result = &result["result"];
+    assert_eq!(result["status"], "ok", "{result}");
+    assert_eq!(result["exit_code"], 0);
+    assert_eq!(result["stdout"], "ready\ngot first\nraw bytes\ndone\n");
+    assert_eq!(result["stderr"], "got second\n");
+    assert_eq!(
+        stdout_of(&seen) + &stdout_of(&rest),
+        "ready\ngot first\nraw bytes\ndone\n",
+        "every piece of output streamed, once"
+    );
+
+    // A signal from the client reaches the program.
+    let mut ws = Ws::connect(&gw, "/api/v1/execute/ws").await;
+    ws.send(json!({"image": BUSYBOX,
+        "command": "trap 'echo interrupted; exit 7' INT; echo ready; while true; do sleep 0.1; done"}))
+        .await;
+    ws.until_stdout("ready\n").await;
+    ws.send(json!({"type": "signal", "signal": "SIGINT"})).await;
+    let (rest, code, _) = ws.rest().await;
+    assert_eq!(code, Some(1000));
+    let result = &rest.last().unwrap()["result"];
+    assert_eq!(
+        (result["exit_code"].as_i64(), result["stdout"].as_str()),
+        (Some(7), Some("ready\ninterrupted\n")),
+        "{rest:?}"
+    );
+    gw.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_mistakes_get_errors_and_leave_nothing_behind() {
+    let gw = Gateway::start("wserr").await;
+    // Not a WebSocket handshake: Kiln's JSON error.
+    let (code, v) = gw.get("/api/v1/execute/ws").await;
+    assert_eq!(
+        (code, v["error"]["code"].as_str()),
+        (426, Some("websocket_required"))
+    );
+
+    // A request that fails validation: its error, as /api/v1/execute gives it, then a close.
+    let mut ws = Ws::connect(&gw, "/api/v1/execute/ws").await;
+    ws.send(json!({"image": BUSYBOX})).await;
+    let (rest, code, _) = ws.rest().await;
+    assert_eq!(code, Some(1000));
+    assert_eq!(
+        (rest[0]["type"].as_str(), rest[0]["error"]["code"].as_str()),
+        (Some("error"), Some("missing_field")),
+        "{rest:?}"
+    );
+    let mut ws = Ws::connect(&gw, "/api/v1/execute/ws").await;
+    ws.send_binary(b"{not json").await;
+    let (rest, _, _) = ws.rest().await;
+    assert_eq!(rest[0]["error"]["code"], "invalid_json", "{rest:?}");
+
+    // A message the session does not take, mid-run: an error and a close; the run, its stdin
+    // ended, finishes by itself and its sandbox goes.
+    let mut ws = Ws::connect(&gw, "/api/v1/execute/ws").await;
+    ws.send(json!({"image": BUSYBOX, "command": "echo ready; cat"}))
+        .await;
+    ws.until_stdout("ready\n").await;
+    ws.send(json!({"type": "stdin", "txt": "typo"})).await;
+    let (rest, code, _) = ws.rest().await;
+    assert_eq!(code, Some(1000));
+    assert_eq!(
+        rest.last().unwrap()["error"]["code"],
+        "invalid_message",
+        "{rest:?}"
+    );
+
+    // A client that goes away mid-run: its stdin ends, the run ends, nothing is left.
+    let mut ws = Ws::connect(&gw, "/api/v1/execute/ws").await;
+    ws.send(json!({"image": BUSYBOX, "command": "echo ready; cat; echo never seen"}))
+        .await;
+    ws.until_stdout("ready\n").await;
+    drop(ws);
+    assert_no_containers(&gw.gateway_id, Duration::from_secs(20)).await;
+
+    // A signal that is no signal.
+    let mut ws = Ws::connect(&gw, "/api/v1/execute/ws").await;
+    ws.send(json!({"image": BUSYBOX, "command": "echo ready; cat"}))
+        .await;
+    ws.until_stdout("ready\n").await;
+    ws.send(json!({"type": "signal", "signal": "SIGNOPE"}))
+        .await;
+    let (rest, _, _) = ws.rest().await;
+    let last = rest.last().unwrap();
+    assert_eq!(last["error"]["code"], "invalid_message", "{rest:?}");
+    assert!(
+        last["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("SIGNOPE"),
+        "{last}"
+    );
+    assert_no_containers(&gw.gateway_id, Duration::from_secs(20)).await;
     gw.stop().await;
 }

@@ -248,12 +248,9 @@ impl Backend for DockerBackend {
             start(docker, &id).await?;
             let channel = match (socket, attached) {
                 (Some(socket), _) => {
-                    sandbox::Channel::Socket(socket.accept(docker, &id, CONNECT_TIMEOUT).await?)
+                    sandbox::Channel::socket(socket.accept(docker, &id, CONNECT_TIMEOUT).await?)
                 }
-                (None, Some(a)) => sandbox::Channel::Attach {
-                    output: a.output,
-                    input: a.input,
-                },
+                (None, Some(a)) => sandbox::Channel::attach(a.output, a.input),
                 (None, None) => unreachable!("attached when there is no socket"),
             };
             // The image the container really runs: a tag may have moved since it was resolved

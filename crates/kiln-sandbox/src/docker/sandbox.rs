@@ -8,13 +8,16 @@ use bollard::container::LogOutput;
 use bollard::query_parameters::{KillContainerOptionsBuilder, RemoveContainerOptionsBuilder};
 use bollard::Docker;
 use futures_util::{FutureExt, Stream, StreamExt};
-use kiln_proto::{Event, ExitReport, FrameDecoder, Job, Status, MAX_EVENT_FRAME};
+use kiln_proto::{Event, ExitReport, FrameDecoder, Input, Job, Status, MAX_EVENT_FRAME};
 use tokio::io::{AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::unix::OwnedReadHalf;
 use tokio::net::UnixStream;
 use tracing::{info, warn, Instrument, Span};
 
 use super::{short, DockerConfig};
-use crate::{Collected, Error, OutputTap, Result, RunOutcome, Sandbox, StageOutcome, StreamKind};
+use crate::{
+    Collected, Error, InputFeed, Live, Result, RunOutcome, Sandbox, StageOutcome, StreamKind,
+};
 
 /// kiln-init's own diagnostics (its stderr) kept for the error message of a failed run.
 const MAX_DIAGNOSTICS: usize = 4096;
@@ -91,17 +94,24 @@ async fn remove(docker: &Docker, id: &str) -> bool {
     false
 }
 
-type Output = Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
+pub(crate) type Output =
+    Pin<Box<dyn Stream<Item = Result<LogOutput, bollard::errors::Error>> + Send>>;
 
-/// How frames travel between the gateway and kiln-init.
-pub(crate) enum Channel {
-    /// The container's stdin and stdout, attached through the engine.
-    Attach {
-        output: Output,
-        input: Pin<Box<dyn AsyncWrite + Send>>,
-    },
+/// How frames travel between the gateway and kiln-init: kiln-init's frames come from `source`,
+/// the job (and an interactive job's input) go to `sink`.
+pub(crate) struct Channel {
+    source: Source,
+    sink: Pin<Box<dyn AsyncWrite + Send>>,
+    /// kiln-init's pid on the host, from the socket's peer credentials (the attach channel does
+    /// not tell).
+    init_pid: Option<u32>,
+}
+
+enum Source {
+    /// The container's stdout and stderr, attached through the engine.
+    Attach(Output),
     /// A unix socket straight to kiln-init.
-    Socket(UnixStream),
+    Socket(OwnedReadHalf),
 }
 
 /// What arrived on a channel: bytes of kiln-init's frame stream, or its own diagnostics.
@@ -111,20 +121,44 @@ enum Chunk {
 }
 
 impl Channel {
-    async fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
-        match self {
-            Channel::Attach { input, .. } => {
-                input.write_all(frame).await?;
-                input.flush().await
-            }
-            Channel::Socket(s) => s.write_all(frame).await,
+    /// The container's stdin and stdout, attached through the engine.
+    pub(crate) fn attach(output: Output, input: Pin<Box<dyn AsyncWrite + Send>>) -> Self {
+        Channel {
+            source: Source::Attach(output),
+            sink: input,
+            init_pid: None,
         }
+    }
+
+    /// A unix socket kiln-init connected to.
+    pub(crate) fn socket(stream: UnixStream) -> Self {
+        let init_pid = stream
+            .peer_cred()
+            .ok()
+            .and_then(|c| c.pid())
+            .and_then(|p| u32::try_from(p).ok());
+        let (read, write) = stream.into_split();
+        Channel {
+            source: Source::Socket(read),
+            sink: Box::pin(write),
+            init_pid,
+        }
+    }
+
+    async fn send(&mut self, frame: &[u8]) -> std::io::Result<()> {
+        self.sink.write_all(frame).await?;
+        self.sink.flush().await
+    }
+
+    /// The writing side, for a task of its own; what is left writes nothing.
+    fn take_sink(&mut self) -> Pin<Box<dyn AsyncWrite + Send>> {
+        std::mem::replace(&mut self.sink, Box::pin(tokio::io::sink()))
     }
 
     /// The next chunk; `None` when the channel ended.
     async fn next(&mut self) -> Option<Result<Chunk, String>> {
-        match self {
-            Channel::Attach { output, .. } => loop {
+        match &mut self.source {
+            Source::Attach(output) => loop {
                 match output.next().await? {
                     Ok(LogOutput::StdOut { message }) => {
                         return Some(Ok(Chunk::Frames(message.to_vec())))
@@ -136,7 +170,7 @@ impl Channel {
                     Err(e) => return Some(Err(e.to_string())),
                 }
             },
-            Channel::Socket(s) => {
+            Source::Socket(s) => {
                 let mut buf = vec![0u8; 64 * 1024];
                 match s.read(&mut buf).await {
                     Ok(0) => None,
@@ -153,13 +187,48 @@ impl Channel {
     /// Nothing arrives on a waiting sandbox's channel: any data, or its end, means the
     /// container died or the channel broke. Checked without waiting.
     fn is_alive(&mut self) -> bool {
-        match self {
-            Channel::Attach { output, .. } => output.next().now_or_never().is_none(),
-            Channel::Socket(s) => matches!(
+        match &mut self.source {
+            Source::Attach(output) => output.next().now_or_never().is_none(),
+            Source::Socket(s) => matches!(
                 s.try_read(&mut [0u8; 1]),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock
             ),
         }
+    }
+
+    fn is_socket(&self) -> bool {
+        matches!(self.source, Source::Socket(_))
+    }
+}
+
+/// Writes an interactive job's input to kiln-init as it arrives; the feed's end (the client
+/// is done or gone) ends the program's stdin.
+async fn feed(mut sink: Pin<Box<dyn AsyncWrite + Send>>, input: InputFeed) {
+    let mut input = input.lock().await;
+    while let Some(item) = input.recv().await {
+        let frame = item.to_frame();
+        if let Err(e) = async {
+            sink.write_all(&frame).await?;
+            sink.flush().await
+        }
+        .await
+        {
+            // kiln-init is gone; the run's end is read on the other side.
+            warn!(error = %e, "cannot write input");
+            return;
+        }
+    }
+    let _ = sink.write_all(&Input::StdinEof.to_frame()).await;
+    let _ = sink.flush().await;
+}
+
+/// Aborts a task when dropped: a run that ends, or whose request is dropped, takes its input
+/// writer with it.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }
 
@@ -213,7 +282,11 @@ impl DockerSandbox {
         out
     }
 
-    async fn run_inner(mut self, job: Job, tap: Option<OutputTap>) -> Result<RunOutcome> {
+    async fn run_inner(mut self, job: Job, live: Option<Live>) -> Result<RunOutcome> {
+        let (tap, input) = match live {
+            Some(Live { tap, input }) => (Some(tap), input),
+            None => (None, None),
+        };
         // A listener that went away stops nothing: the run goes on and is answered as usual.
         let send = |kind: StreamKind, kept: &[u8]| {
             if let (Some(tap), false) = (&tap, kept.is_empty()) {
@@ -228,6 +301,14 @@ impl DockerSandbox {
             detail: format!("cannot write the job: {e}"),
         })?;
         info!(bytes = frame.len(), "payload written");
+        // An interactive job's input goes out from a task of its own, so that a client
+        // sending faster than the program reads never holds up the output coming back.
+        let _feeder = match (job.interactive, input) {
+            (true, Some(input)) => Some(AbortOnDrop(tokio::spawn(
+                feed(self.channel.take_sink(), input).instrument(Span::current()),
+            ))),
+            _ => None,
+        };
 
         let compile_ms = job.compile.as_ref().map_or(0, |c| c.timeout_ms);
         let backstop = Duration::from_millis(job.timeout_ms + compile_ms) + self.config.kill_grace;
@@ -333,7 +414,7 @@ impl DockerSandbox {
                 }
             }
         }
-        if diagnostics.is_empty() && matches!(self.channel, Channel::Socket(_)) {
+        if diagnostics.is_empty() && self.channel.is_socket() {
             diagnostics = Self::logged_diagnostics(&self.guard.docker, &id).await;
         }
 
@@ -411,13 +492,9 @@ impl Sandbox for DockerSandbox {
     fn host_pids(&self) -> Vec<u32> {
         // The socket's peer credentials name kiln-init by its pid on the host; its parent is
         // the container's shim. The attach channel does not tell.
-        let Channel::Socket(s) = &self.channel else {
+        let Some(init) = self.channel.init_pid else {
             return Vec::new();
         };
-        let Some(init) = s.peer_cred().ok().and_then(|c| c.pid()) else {
-            return Vec::new();
-        };
-        let init = init as u32;
         let mut pids = vec![init];
         if let Some(shim) = crate::memory::parent_of(init).filter(|p| {
             std::fs::read_to_string(format!("/proc/{p}/comm"))
@@ -433,8 +510,8 @@ impl Sandbox for DockerSandbox {
         self.run_inner(job, None).instrument(span).await
     }
 
-    async fn run_tapped(self: Box<Self>, job: Job, tap: OutputTap) -> Result<RunOutcome> {
+    async fn run_live(self: Box<Self>, job: Job, live: Live) -> Result<RunOutcome> {
         let span = self.guard.span.clone();
-        self.run_inner(job, Some(tap)).instrument(span).await
+        self.run_inner(job, Some(live)).instrument(span).await
     }
 }

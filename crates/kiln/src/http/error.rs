@@ -26,6 +26,8 @@ pub enum ApiError {
     NotFound,
     #[error("method not allowed on this route")]
     MethodNotAllowed,
+    #[error("this route speaks WebSocket only: {0}")]
+    NotWebSocket(String),
     #[error("internal error: {0}")]
     Internal(String),
 }
@@ -81,6 +83,11 @@ impl ApiError {
             ApiError::MethodNotAllowed => (
                 StatusCode::METHOD_NOT_ALLOWED,
                 ErrorBody::new("method_not_allowed", message),
+                None,
+            ),
+            ApiError::NotWebSocket(_) => (
+                StatusCode::UPGRADE_REQUIRED,
+                ErrorBody::new("websocket_required", message),
                 None,
             ),
             ApiError::Sandbox(S::ImageNotFound { .. }) => (

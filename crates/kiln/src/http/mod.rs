@@ -57,6 +57,8 @@ struct Shared {
     catalog: Arc<Catalog>,
     keys: Arc<auth::Keys>,
     judge0: Arc<judge0::Store>,
+    /// WebSocket sessions in progress, which a graceful stop waits for.
+    sessions: tokio_util::task::TaskTracker,
 }
 
 impl AppState {
@@ -83,6 +85,7 @@ impl AppState {
                 catalog: Arc::new(Catalog::default()),
                 keys: Arc::default(),
                 judge0: Arc::new(judge0::Store::open(None)),
+                sessions: tokio_util::task::TaskTracker::new(),
             }),
         }
     }
@@ -138,6 +141,11 @@ impl AppState {
     pub fn executor(&self) -> &Arc<Executor> {
         &self.inner.executor
     }
+
+    /// WebSocket sessions in progress; the server waits for them when it stops.
+    pub fn sessions(&self) -> &tokio_util::task::TaskTracker {
+        &self.inner.sessions
+    }
 }
 
 /// The gateway's router.
@@ -148,6 +156,7 @@ pub fn app(state: AppState) -> Router {
         .route("/metrics", get(observe::metrics))
         .route("/api/v1/pools", get(observe::pools))
         .route("/api/v1/execute/stream", post(stream::execute_stream))
+        .route("/api/v1/execute/ws", get(stream::execute_ws))
         .route("/api/v1/runtimes", get(observe::runtimes))
         .route("/api/v1/openapi.json", get(openapi::document))
         // Piston v2, drop-in; clients add a trailing slash now and then.
@@ -155,6 +164,7 @@ pub fn app(state: AppState) -> Router {
         .route("/api/v2/runtimes/", get(piston::runtimes))
         .route("/api/v2/execute", post(piston::execute))
         .route("/api/v2/execute/", post(piston::execute))
+        .route("/api/v2/connect", get(piston::connect))
         // Judge0 CE 1.13.1, drop-in, at the root as Judge0 serves it.
         .route("/submissions", post(judge0::create))
         .route("/submissions/", post(judge0::create))

@@ -14,7 +14,8 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use kiln_api::{
-    Encoding, ExecuteRequest, ExecuteResponse, FileSpec, LimitsRequest, RunStatus, StageResult,
+    Encoding, ExecSpec, ExecuteRequest, ExecuteResponse, FileSpec, LimitsRequest, RunStatus,
+    StageResult,
 };
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -23,9 +24,12 @@ use super::error::ApiError;
 use super::execute::{read_body, run};
 use super::AppState;
 
+mod connect;
+pub(super) use connect::connect;
+
 /// A Piston error: 400 (or the status of the underlying error) with `{"message": …}`.
 #[derive(Debug)]
-pub(super) struct PistonError(StatusCode, String);
+pub(super) struct PistonError(StatusCode, pub(super) String);
 
 impl IntoResponse for PistonError {
     fn into_response(self) -> Response {
@@ -206,6 +210,16 @@ pub(super) async fn execute(
     let received = Instant::now();
     let bytes = read_body(body, &state).await?;
     let req = decode(&headers, &bytes)?;
+    let (spec, language, version) = validate(&state, &req)?;
+    let res = run(&state, spec, received).await?;
+    Ok(Json(answer(&language, &version, &res)))
+}
+
+/// The run a Piston request asks for, with the runtime's language and version.
+fn validate(
+    state: &AppState,
+    req: &PistonRequest,
+) -> Result<(ExecSpec, String, String), PistonError> {
     let language = string(&req.language, "language")?
         .ok_or_else(|| bad("language is required as a string"))?;
     let version =
@@ -286,8 +300,7 @@ pub(super) async fn execute(
     let spec = request
         .validate_with(policy, catalog)
         .map_err(ApiError::from)?;
-    let res = run(&state, spec, received).await?;
-    Ok(Json(answer(&runtime.name, &runtime.version, &res)))
+    Ok((spec, runtime.name.clone(), runtime.version.clone()))
 }
 
 /// Piston's answer: `run` (and `compile` for a compiled language); a failed compile is copied

@@ -181,3 +181,103 @@ impl Gateway {
         assert_no_containers(&id, Duration::from_secs(10)).await;
     }
 }
+
+/// A WebSocket client of the gateway's (tokio-tungstenite, a client as any other).
+pub struct Ws {
+    pub stream: tokio_tungstenite::WebSocketStream<
+        tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>,
+    >,
+    /// Seconds since the connection, at each message received.
+    t0: Instant,
+}
+
+/// What the server sent: a JSON message, or the close (code, reason).
+#[derive(Debug, Clone, PartialEq)]
+pub enum WsEvent {
+    Json(Value, f64),
+    Closed(Option<u16>, String),
+}
+
+impl Ws {
+    pub async fn connect(gw: &Gateway, path: &str) -> Ws {
+        let url = format!("{}{path}", gw.url.replace("http://", "ws://"));
+        let (stream, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .expect("WebSocket handshake");
+        Ws {
+            stream,
+            t0: Instant::now(),
+        }
+    }
+
+    pub async fn send(&mut self, v: Value) {
+        use futures_util::SinkExt;
+        self.stream
+            .send(tokio_tungstenite::tungstenite::Message::text(v.to_string()))
+            .await
+            .expect("sent");
+    }
+
+    pub async fn send_binary(&mut self, bytes: &[u8]) {
+        use futures_util::SinkExt;
+        self.stream
+            .send(tokio_tungstenite::tungstenite::Message::binary(
+                bytes.to_vec(),
+            ))
+            .await
+            .expect("sent");
+    }
+
+    /// The next message, within 30 s.
+    pub async fn next(&mut self) -> WsEvent {
+        use futures_util::StreamExt;
+        use tokio_tungstenite::tungstenite::Message;
+        loop {
+            let msg = tokio::time::timeout(Duration::from_secs(30), self.stream.next())
+                .await
+                .expect("a message within 30 s");
+            return match msg {
+                Some(Ok(Message::Text(t))) => WsEvent::Json(
+                    serde_json::from_str(t.as_str()).expect("JSON"),
+                    self.t0.elapsed().as_secs_f64(),
+                ),
+                Some(Ok(Message::Close(frame))) => WsEvent::Closed(
+                    frame.as_ref().map(|f| u16::from(f.code)),
+                    frame.map(|f| f.reason.to_string()).unwrap_or_default(),
+                ),
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => WsEvent::Closed(None, String::new()),
+            };
+        }
+    }
+
+    /// Messages until one whose stdout so far holds `text` (the `data`/`text` fields of the
+    /// messages whose `stream` or `type` is stdout); returns all of them.
+    pub async fn until_stdout(&mut self, text: &str) -> Vec<Value> {
+        let mut seen = Vec::new();
+        let mut out = String::new();
+        while !out.contains(text) {
+            match self.next().await {
+                WsEvent::Json(v, _) => {
+                    if v["type"] == "stdout" || v["stream"] == "stdout" {
+                        out.push_str(v["text"].as_str().or(v["data"].as_str()).unwrap_or(""));
+                    }
+                    seen.push(v);
+                }
+                closed => panic!("waiting for {text:?} in {out:?}, got {closed:?} after {seen:?}"),
+            }
+        }
+        seen
+    }
+
+    /// Every message to the close, and the close.
+    pub async fn rest(&mut self) -> (Vec<Value>, Option<u16>, String) {
+        let mut seen = Vec::new();
+        loop {
+            match self.next().await {
+                WsEvent::Json(v, _) => seen.push(v),
+                WsEvent::Closed(code, reason) => return (seen, code, reason),
+            }
+        }
+    }
+}
