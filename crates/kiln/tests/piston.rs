@@ -1,13 +1,14 @@
-//! Piston v2, drop-in (issue 7): its shapes and semantics over raw HTTP, then the real client
-//! libraries — npm `piston-client` and PyPI `pistonapi`, unmodified (scripts/test.sh installs
+//! Piston v2, drop-in (issue 7): its shapes and semantics over raw HTTP, its WebSocket
+//! `/api/v2/connect`, then the real client libraries — npm `piston-client` and PyPI `pistonapi`, unmodified (scripts/test.sh installs
 //! them under tests/clients) — against a running Kiln.
 
 mod common;
 
 use std::collections::HashMap;
 use std::process::Command;
+use std::time::Duration;
 
-use common::Gateway;
+use common::{assert_no_containers, Gateway, Ws};
 use serde_json::{json, Value};
 
 const CLIENTS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/clients");
@@ -253,5 +254,178 @@ async fn real_piston_clients_work_unmodified() {
     assert_eq!(r["python"], "hi from pistonapi\n", "{r:?}");
     assert_eq!(r["args"], "['a', 'b']\n", "{r:?}");
     assert_eq!(r["unknown"], "cobol-1.0 runtime is unknown", "{r:?}");
+    gw.stop().await;
+}
+
+/// The types of a Piston session's messages, `data` ones as `data:<stream>`.
+fn kinds(messages: &[Value]) -> Vec<String> {
+    messages
+        .iter()
+        .map(|m| match m["type"].as_str().unwrap() {
+            "data" => format!("data:{}", m["stream"].as_str().unwrap()),
+            "stage" | "exit" => format!(
+                "{}:{}",
+                m["type"].as_str().unwrap(),
+                m["stage"].as_str().unwrap()
+            ),
+            other => other.to_owned(),
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn piston_websocket_connect() {
+    let gw = Gateway::start("pistonws").await;
+
+    // Interactive Python: output arrives while it waits for stdin, which the client sends then.
+    let mut ws = Ws::connect(&gw, "/api/v2/connect").await;
+    ws.send(
+        json!({"type": "init", "language": "python", "version": "3.x",
+        "files": [{"content": "print('ready', flush=True)\nx = input()\nprint('got', x)"}]}),
+    )
+    .await;
+    let seen = ws.until_stdout("ready\n").await;
+    assert_eq!(
+        seen[0],
+        json!({"type": "runtime", "language": "python", "version": "3.11.2"})
+    );
+    assert_eq!(kinds(&seen), ["runtime", "stage:run", "data:stdout"]);
+    ws.send(json!({"type": "data", "stream": "stdin", "data": "abc\n"}))
+        .await;
+    let (rest, code, reason) = ws.rest().await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (Some(4999), "Job Completed"),
+        "{rest:?}"
+    );
+    let exit = rest.last().unwrap();
+    assert_eq!(
+        (
+            exit["type"].as_str(),
+            exit["stage"].as_str(),
+            exit["code"].as_i64()
+        ),
+        (Some("exit"), Some("run"), Some(0)),
+        "{rest:?}"
+    );
+    let out: String = rest
+        .iter()
+        .filter(|m| m["stream"] == "stdout")
+        .map(|m| m["data"].as_str().unwrap())
+        .collect();
+    assert_eq!(out, "got abc\n");
+
+    // A compiled language: the compile stage, its exit, then the run stage.
+    let mut ws = Ws::connect(&gw, "/api/v2/connect").await;
+    ws.send(json!({"type": "init", "language": "c", "version": "*",
+        "files": [{"name": "main.c", "content": "#include <stdio.h>\nint main(void) { puts(\"hi from c\"); return 3; }"}]}))
+        .await;
+    let (all, code, _) = ws.rest().await;
+    assert_eq!(code, Some(4999), "{all:?}");
+    assert_eq!(
+        kinds(&all),
+        [
+            "runtime",
+            "stage:compile",
+            "exit:compile",
+            "stage:run",
+            "data:stdout",
+            "exit:run"
+        ],
+        "{all:?}"
+    );
+    assert_eq!(all[2]["code"], 0);
+    assert_eq!(all[4]["data"], "hi from c\n");
+    assert_eq!(
+        (all[5]["code"].as_i64(), all[5]["status"].as_str()),
+        (Some(3), Some("RE"))
+    );
+
+    // A failed compile ends after its exit; nothing runs.
+    let mut ws = Ws::connect(&gw, "/api/v2/connect").await;
+    ws.send(json!({"type": "init", "language": "c", "version": "*",
+        "files": [{"content": "int main(void) { return nope; }"}]}))
+        .await;
+    let (all, code, _) = ws.rest().await;
+    assert_eq!(code, Some(4999));
+    let k = kinds(&all);
+    assert_eq!(
+        (k.first().map(String::as_str), k.last().map(String::as_str)),
+        (Some("runtime"), Some("exit:compile")),
+        "{all:?}"
+    );
+    assert!(
+        k.contains(&"data:stderr".to_owned()) && !k.contains(&"stage:run".to_owned()),
+        "{all:?}"
+    );
+    assert_ne!(all.last().unwrap()["code"], 0);
+
+    // A signal ends the program.
+    let mut ws = Ws::connect(&gw, "/api/v2/connect").await;
+    ws.send(json!({"type": "init", "language": "bash", "version": "*",
+        "files": [{"content": "echo ready; while true; do sleep 0.1; done"}]}))
+        .await;
+    ws.until_stdout("ready\n").await;
+    ws.send(json!({"type": "signal", "signal": "SIGKILL"}))
+        .await;
+    let (rest, code, _) = ws.rest().await;
+    assert_eq!(code, Some(4999));
+    let exit = rest.last().unwrap();
+    assert_eq!(
+        (exit["signal"].as_str(), exit["status"].as_str()),
+        (Some("SIGKILL"), Some("SG")),
+        "{rest:?}"
+    );
+
+    // Piston's close codes for mistakes.
+    let mut ws = Ws::connect(&gw, "/api/v2/connect").await;
+    let (_, code, reason) = ws.rest().await;
+    assert_eq!(
+        (code, reason.as_str()),
+        (Some(4001), "Initialization Timeout")
+    );
+    let mut ws = Ws::connect(&gw, "/api/v2/connect").await;
+    ws.send(json!({"type": "data", "stream": "stdin", "data": "early"}))
+        .await;
+    assert_eq!(ws.rest().await.1, Some(4003));
+    let mut ws = Ws::connect(&gw, "/api/v2/connect").await;
+    ws.send(
+        json!({"type": "init", "language": "cobol", "version": "*", "files": [{"content": ""}]}),
+    )
+    .await;
+    let (msgs, code, _) = ws.rest().await;
+    assert_eq!(code, Some(4002));
+    assert_eq!(
+        msgs,
+        [json!({"type": "error", "message": "cobol-* runtime is unknown"})]
+    );
+    let mut ws = Ws::connect(&gw, "/api/v2/connect").await;
+    ws.send(json!({"type": "init", "language": "bash", "version": "*",
+        "files": [{"content": "echo ready; cat"}]}))
+        .await;
+    ws.until_stdout("ready\n").await;
+    ws.send(json!({"type": "signal", "signal": "SIGNOPE"}))
+        .await;
+    assert_eq!(ws.rest().await.1, Some(4005));
+    let mut ws = Ws::connect(&gw, "/api/v2/connect").await;
+    ws.send(json!({"type": "init", "language": "bash", "version": "*",
+        "files": [{"content": "echo ready; cat"}]}))
+        .await;
+    ws.until_stdout("ready\n").await;
+    ws.send(json!({"type": "data", "stream": "stdout", "data": "x"}))
+        .await;
+    assert_eq!(ws.rest().await.1, Some(4004));
+    let mut ws = Ws::connect(&gw, "/api/v2/connect").await;
+    ws.send(json!({"type": "init", "language": "bash", "version": "*",
+        "files": [{"content": "echo ready; cat"}]}))
+        .await;
+    ws.until_stdout("ready\n").await;
+    ws.send(
+        json!({"type": "init", "language": "bash", "version": "*", "files": [{"content": ""}]}),
+    )
+    .await;
+    assert_eq!(ws.rest().await.1, Some(4000));
+    // The runs left without a client ended with their stdin; nothing is left.
+    assert_no_containers(&gw.gateway_id, Duration::from_secs(20)).await;
     gw.stop().await;
 }
