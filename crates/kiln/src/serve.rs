@@ -102,6 +102,7 @@ pub async fn start(config: Config, signals: bool) -> anyhow::Result<Running> {
             .as_deref()
             .filter(|p| !p.as_os_str().is_empty()),
     )
+    .with_judge0_callbacks(config.judge0.callbacks)
     .with_body_timeout(Duration::from_millis(config.server.body_timeout_ms));
     // Judge0 submissions an earlier gateway accepted and did not finish run now.
     crate::http::judge0::resume(&state);

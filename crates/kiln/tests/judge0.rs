@@ -313,3 +313,221 @@ async fn the_official_judge0_sdk_works_unmodified() {
     );
     gw.stop().await;
 }
+
+/// A zip of `(path, content, unix mode)` entries.
+fn zip_of(entries: &[(&str, &str, u32)]) -> String {
+    use std::io::Write as _;
+    let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    for (path, content, mode) in entries {
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated)
+            .unix_permissions(*mode);
+        w.start_file(*path, opts).unwrap();
+        w.write_all(content.as_bytes()).unwrap();
+    }
+    let bytes = w.finish().unwrap().into_inner();
+    base64::engine::general_purpose::STANDARD.encode(bytes)
+}
+
+/// One HTTP request received by a test's own listener: (method, path, JSON body).
+async fn receive_one(listener: &tokio::net::TcpListener) -> (String, String, Value) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let (mut conn, _) = tokio::time::timeout(Duration::from_secs(60), listener.accept())
+        .await
+        .expect("a callback within 60 s")
+        .unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    let (head, body_start) = loop {
+        let n = conn.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "connection closed before the request ended");
+        buf.extend_from_slice(&chunk[..n]);
+        if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
+            break (String::from_utf8_lossy(&buf[..i]).into_owned(), i + 4);
+        }
+    };
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once(':')?;
+            k.eq_ignore_ascii_case("content-length")
+                .then(|| v.trim().parse().unwrap())
+        })
+        .expect("a Content-Length");
+    while buf.len() < body_start + length {
+        let n = conn.read(&mut chunk).await.unwrap();
+        assert!(n > 0);
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    conn.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let mut first = head.lines().next().unwrap().split(' ');
+    let (method, path) = (
+        first.next().unwrap().to_owned(),
+        first.next().unwrap().to_owned(),
+    );
+    let body = serde_json::from_slice(&buf[body_start..body_start + length]).unwrap();
+    (method, path, body)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn judge0_compiler_options_additional_files_and_callbacks() {
+    let gw = Gateway::start("judge0extra").await;
+    let (_, info) = get(&gw, "/config_info").await;
+    assert_eq!(
+        (
+            &info["enable_compiler_options"],
+            &info["enable_callbacks"],
+            &info["enable_additional_files"]
+        ),
+        (&json!(true), &json!(true), &json!(true))
+    );
+
+    // Compiler options reach the compiler, after the runtime's own flags.
+    let c = "#include <stdio.h>\nint main(void) {\n#ifdef KILN_FLAG\n puts(\"flag\");\n#endif\n return 0; }";
+    let (code, v) = post(
+        &gw,
+        "/submissions?wait=true",
+        json!({"source_code": c, "language_id": 50,
+        "compiler_options": "-DKILN_FLAG -O0"}),
+    )
+    .await;
+    assert_eq!(code, 201, "{v}");
+    assert_eq!(
+        (v["status"]["id"].as_u64(), v["stdout"].as_str()),
+        (Some(3), Some("flag\n")),
+        "{v}"
+    );
+    let (code, v) = post(
+        &gw,
+        "/submissions?wait=true",
+        json!({"source_code": c, "language_id": 50,
+        "compiler_options": "-Werror=nonexistent-warning-kiln"}),
+    )
+    .await;
+    assert_eq!(
+        (code, v["status"]["id"].as_u64()),
+        (201, Some(6)),
+        "a bad option fails the compile: {v}"
+    );
+    let (code, v) = post(
+        &gw,
+        "/submissions",
+        json!({"source_code": "print(1)", "language_id": 71,
+        "compiler_options": "-O2"}),
+    )
+    .await;
+    assert_eq!(code, 422);
+    assert!(
+        v["compiler_options"][0]
+            .as_str()
+            .unwrap()
+            .contains("only allowed for compiled languages"),
+        "{v}"
+    );
+
+    // Additional files: beside the source, in directories, executable where the zip says so;
+    // a `main.py` in the zip does not overwrite the source.
+    let zip = zip_of(&[
+        ("helper.py", "X = 'from helper'", 0o644),
+        ("data/in.txt", "data file", 0o644),
+        ("tool.sh", "#!/bin/sh\necho tool ran", 0o755),
+        ("main.py", "print('overwritten')", 0o644),
+    ]);
+    let src = "import helper, subprocess\nprint(helper.X, open('data/in.txt').read())\nprint(subprocess.run(['./tool.sh'], capture_output=True, text=True).stdout, end='')";
+    let (code, v) = post(
+        &gw,
+        "/submissions?base64_encoded=true&wait=true&fields=*",
+        json!({
+        "source_code": b64(src), "language_id": 71, "additional_files": zip}),
+    )
+    .await;
+    assert_eq!(code, 201, "{v}");
+    let out = String::from_utf8(
+        base64::engine::general_purpose::STANDARD
+            .decode(v["stdout"].as_str().unwrap_or(""))
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        (v["status"]["id"].as_u64(), out.as_str()),
+        (Some(3), "from helper data file\ntool ran\n"),
+        "{v}"
+    );
+    assert_eq!(v["additional_files"], zip, "shown as sent");
+    // Not a zip; a path out of the working directory: Judge0's 422.
+    let (code, v) = post(
+        &gw,
+        "/submissions",
+        json!({"source_code": "print(1)", "language_id": 71,
+        "additional_files": b64("not a zip")}),
+    )
+    .await;
+    assert_eq!(code, 422);
+    assert!(
+        v["additional_files"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("is not a zip archive"),
+        "{v}"
+    );
+    let (code, v) = post(
+        &gw,
+        "/submissions",
+        json!({"source_code": "print(1)", "language_id": 71,
+        "additional_files": zip_of(&[("../escape.py", "x", 0o644)])}),
+    )
+    .await;
+    assert_eq!(code, 422);
+    assert!(
+        v["additional_files"][0]
+            .as_str()
+            .unwrap()
+            .contains("outside"),
+        "{v}"
+    );
+
+    // Callbacks: the finished submission PUT to the URL, default fields, base64-encoded; from a
+    // background run and from a waited one.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/judged", listener.local_addr().unwrap());
+    let (code, v) = post(
+        &gw,
+        "/submissions",
+        json!({"source_code": "echo called back", "language_id": 46,
+        "callback_url": url}),
+    )
+    .await;
+    assert_eq!(code, 201, "{v}");
+    let (method, path, body) = receive_one(&listener).await;
+    assert_eq!((method.as_str(), path.as_str()), ("PUT", "/judged"));
+    assert_eq!(body["token"], v["token"]);
+    assert_eq!(body["status"]["id"], 3, "{body}");
+    assert_eq!(body["stdout"], b64("called back\n"), "{body}");
+    let (code, _) = post(
+        &gw,
+        "/submissions?wait=true",
+        json!({"source_code": "exit 4", "language_id": 46,
+        "callback_url": url}),
+    )
+    .await;
+    assert_eq!(code, 201);
+    let (_, _, body) = receive_one(&listener).await;
+    assert_eq!(body["status"]["id"], 11, "{body}");
+    for (bad, why) in [
+        ("https://example.com/cb", "https is not supported"),
+        ("not a url", "is not a valid URL"),
+    ] {
+        let (code, v) = post(
+            &gw,
+            "/submissions",
+            json!({"source_code": "true", "language_id": 46,
+            "callback_url": bad}),
+        )
+        .await;
+        assert_eq!(code, 422);
+        assert!(v["callback_url"][0].as_str().unwrap().contains(why), "{v}");
+    }
+    gw.stop().await;
+}

@@ -43,17 +43,20 @@ pub struct Config {
     pub judge0: Judge0Section,
 }
 
-/// The Judge0 API's submissions: where they are kept ("" or unset: in memory only).
+/// The Judge0 API: where submissions are kept ("" or unset: in memory only), and whether a
+/// submission may name a `callback_url` the gateway PUTs its result to.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Judge0Section {
     pub store_path: Option<std::path::PathBuf>,
+    pub callbacks: bool,
 }
 
 impl Default for Judge0Section {
     fn default() -> Self {
         Judge0Section {
             store_path: Some("/var/lib/kiln/judge0.redb".into()),
+            callbacks: true,
         }
     }
 }

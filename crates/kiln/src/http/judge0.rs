@@ -155,6 +155,15 @@ struct Submission {
     wall_time_limit: Option<f64>,
     memory_limit: Option<u64>,
     redirect_stderr_to_stdout: bool,
+    /// Appended to the compile command, split at whitespace.
+    #[serde(default)]
+    compiler_options: Option<String>,
+    /// Where the finished submission is PUT.
+    #[serde(default)]
+    callback_url: Option<String>,
+    /// A zip of files written beside the source (base64).
+    #[serde(default)]
+    additional_files: Option<String>,
     stdout: Option<String>,
     stderr: Option<String>,
     compile_output: Option<String>,
@@ -319,10 +328,52 @@ fn submission(state: &AppState, v: &Value, b64: bool) -> Result<Submission, Judg
             &format!("must be less than or equal to {max_kb}"),
         ));
     }
+    let compiler_options = decode_field(v, "compiler_options", b64)?
+        .map(|o| o.trim().to_owned())
+        .filter(|o| !o.is_empty());
+    if let Some(o) = &compiler_options {
+        if o.chars().count() > 512 {
+            return Err(field_error(
+                "compiler_options",
+                "is too long (maximum is 512 characters)",
+            ));
+        }
+        if runtime_of(state, language_id).is_some_and(|rt| rt.compile.is_none()) {
+            return Err(field_error(
+                "compiler_options",
+                &format!(
+                    "setting compiler options is only allowed for compiled languages (bad language id: {language_id})"
+                ),
+            ));
+        }
+    }
+    let callback_url = decode_field(v, "callback_url", false)?.filter(|u| !u.is_empty());
+    if let Some(url) = &callback_url {
+        if !state.inner.judge0_callbacks {
+            return Err(field_error(
+                "callback_url",
+                "setting callback URL is not allowed",
+            ));
+        }
+        match reqwest::Url::parse(url) {
+            Ok(u) if u.scheme() == "http" && u.host().is_some() => {}
+            Ok(u) if u.scheme() == "https" => {
+                return Err(field_error(
+                    "callback_url",
+                    "https is not supported by this server (it has no TLS client); use http",
+                ))
+            }
+            _ => return Err(field_error("callback_url", "is not a valid URL")),
+        }
+    }
+    let additional_files = additional_files(state, v)?;
     Ok(Submission {
         token: token(),
         source_code,
         language_id,
+        compiler_options,
+        callback_url,
+        additional_files,
         stdin: decode_field(v, "stdin", b64)?,
         expected_output: decode_field(v, "expected_output", b64)?,
         command_line_arguments: decode_field(v, "command_line_arguments", false)?,
@@ -337,6 +388,72 @@ fn submission(state: &AppState, v: &Value, b64: bool) -> Result<Submission, Judg
         created_at: timestamp(),
         ..Submission::default()
     })
+}
+
+/// `additional_files`: a zip, base64-encoded (whatever `base64_encoded` says: JSON cannot carry
+/// it otherwise); checked now so that a bad one is a 422, and kept as sent.
+fn additional_files(state: &AppState, v: &Value) -> Result<Option<String>, Judge0Error> {
+    let Some(text) = decode_field(v, "additional_files", false)?.filter(|t| !t.is_empty()) else {
+        return Ok(None);
+    };
+    let text = text.replace(['\n', '\r'], "");
+    let zip = base64::engine::general_purpose::STANDARD
+        .decode(&text)
+        .map_err(|_| field_error("additional_files", "is not base64"))?;
+    unzip(state, &zip).map_err(|e| field_error("additional_files", &e))?;
+    Ok(Some(text))
+}
+
+/// The files of an `additional_files` zip, within the server's limits on the number of files
+/// and their size (a request body's). Directories are implied by the paths; a path that leaves
+/// the working directory or a link is refused.
+fn unzip(state: &AppState, zip: &[u8]) -> Result<Vec<FileSpec>, String> {
+    use std::io::Read as _;
+    let max_files = state.inner.policy.max_files;
+    let max_bytes = state.inner.max_body_bytes;
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip))
+        .map_err(|e| format!("is not a zip archive: {e}"))?;
+    let mut files = Vec::new();
+    let mut total = 0usize;
+    for i in 0..archive.len() {
+        let mut entry = archive
+            .by_index(i)
+            .map_err(|e| format!("cannot be read: {e}"))?;
+        if entry.is_dir() {
+            continue;
+        }
+        let name = entry
+            .name()
+            .map_err(|e| format!("holds a name that cannot be read: {e}"))?
+            .into_owned();
+        if entry.is_symlink() {
+            return Err(format!("holds a link ({name}), which is not taken"));
+        }
+        if entry.enclosed_name().is_none() {
+            return Err(format!("holds a path outside its directory ({name})"));
+        }
+        if files.len() == max_files {
+            return Err(format!("holds more than {max_files} files"));
+        }
+        let room = max_bytes - total;
+        let mut content = Vec::new();
+        (&mut entry)
+            .take(room as u64 + 1)
+            .read_to_end(&mut content)
+            .map_err(|e| format!("cannot be unpacked ({name}): {e}"))?;
+        total += content.len();
+        if total > max_bytes {
+            return Err(format!("unpacks to more than {max_bytes} bytes"));
+        }
+        let executable = entry.unix_mode().is_some_and(|m| m & 0o111 != 0);
+        files.push(FileSpec {
+            path: Some(name),
+            content: base64::engine::general_purpose::STANDARD.encode(content),
+            encoding: kiln_api::Encoding::Base64,
+            mode: executable.then_some(kiln_api::FileMode::Number(0o755)),
+        });
+    }
+    Ok(files)
 }
 
 fn runtime_of(state: &AppState, id: u32) -> Option<&kiln_api::Runtime> {
@@ -374,14 +491,34 @@ async fn execute(state: &AppState, mut s: Submission) -> Result<Submission, Subm
         .command_line_arguments
         .as_deref()
         .map(|a| a.split_whitespace().map(str::to_owned).collect());
+    let mut files = vec![FileSpec {
+        path: Some(rt.source_file.clone()),
+        content: s.source_code.clone(),
+        ..FileSpec::default()
+    }];
+    if let Some(zip) = &s.additional_files {
+        let zip = base64::engine::general_purpose::STANDARD
+            .decode(zip)
+            .unwrap_or_default();
+        match unzip(state, &zip) {
+            // As Judge0's `unzip -n`: the source is never overwritten.
+            Ok(extra) => files.extend(
+                extra
+                    .into_iter()
+                    .filter(|f| f.path.as_deref() != Some(rt.source_file.as_str())),
+            ),
+            Err(e) => {
+                s.status_id = 13;
+                s.finished_at = Some(timestamp());
+                s.message = Some(format!("additional_files {e}"));
+                return Ok(s);
+            }
+        }
+    }
     let request = ExecuteRequest {
         language: Some(rt.name.clone()),
         version: Some(rt.version.clone()),
-        files: Some(vec![FileSpec {
-            path: Some(rt.source_file.clone()),
-            content: s.source_code.clone(),
-            ..FileSpec::default()
-        }]),
+        files: Some(files),
         stdin: s.stdin.clone(),
         args,
         limits: Some(LimitsRequest {
@@ -391,7 +528,16 @@ async fn execute(state: &AppState, mut s: Submission) -> Result<Submission, Subm
         }),
         ..ExecuteRequest::default()
     };
-    let result = match request.validate_with(&state.inner.policy, &state.inner.catalog) {
+    let validated = request
+        .validate_with(&state.inner.policy, &state.inner.catalog)
+        .map(|mut spec| {
+            if let (Some(c), Some(opts)) = (spec.compile.as_mut(), &s.compiler_options) {
+                // After the runtime's own flags: gcc takes the last of conflicting ones.
+                c.argv.extend(opts.split_whitespace().map(str::to_owned));
+            }
+            spec
+        });
+    let result = match validated {
         Ok(spec) => match run(state, spec, received).await {
             Ok(res) => Ok(res),
             Err(super::error::ApiError::Sandbox(e)) if e.is_transient() => return Err(s),
@@ -449,7 +595,7 @@ fn record(s: &mut Submission, res: &ExecuteResponse) {
     s.stdout = text(&stdout);
     s.stderr = text(&stderr);
     s.exit_code = res.exit_code;
-    s.exit_signal = res.signal.as_deref().and_then(signal_number);
+    s.exit_signal = res.signal.as_deref().and_then(kiln_api::signal_number);
     s.status_id = match res.status {
         RunStatus::CompileError => 6,
         RunStatus::Timeout => 5,
@@ -478,10 +624,6 @@ fn record(s: &mut Submission, res: &ExecuteResponse) {
         )),
         _ => None,
     };
-}
-
-fn signal_number(name: &str) -> Option<i32> {
-    (1..=64).find(|n| kiln_api::signal_name(*n) == name)
 }
 
 const DEFAULT_FIELDS: [&str; 8] = [
@@ -534,11 +676,16 @@ fn view(state: &AppState, s: &Submission, fields: Option<&str>, b64: bool) -> Va
         "exit_signal": s.exit_signal,
         "message": enc(&s.message),
         "wall_time": s.wall_time,
-        "compiler_options": null,
+        "compiler_options": s.compiler_options,
         "command_line_arguments": s.command_line_arguments,
         "redirect_stderr_to_stdout": s.redirect_stderr_to_stdout,
-        "callback_url": null,
-        "additional_files": null,
+        "callback_url": s.callback_url,
+        "additional_files": s.additional_files.as_ref().map(|zip| if b64 {
+            Value::String(zip.clone())
+        } else {
+            let bytes = base64::engine::general_purpose::STANDARD.decode(zip).unwrap_or_default();
+            Value::String(String::from_utf8_lossy(&bytes).into_owned())
+        }),
         "enable_network": false,
         "status": {"id": s.status_id, "description": STATUSES[(s.status_id as usize).clamp(1, 14) - 1]},
         "language": language,
@@ -584,7 +731,28 @@ fn spawn(state: &AppState, store: Arc<Store>, s: Submission) {
         // the next one runs it (`resume`).
         let done = execute_patiently(&state, s).await;
         store.put(&done);
+        call_back(&state, &done).await;
     });
+}
+
+/// Judge0's callback tries and the time each may take.
+const CALLBACK_TRIES: u32 = 3;
+const CALLBACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// Judge0's callback: the finished submission (its default fields, base64-encoded) PUT to its
+/// `callback_url`; tried again only when no answer came, as Judge0 does.
+async fn call_back(state: &AppState, s: &Submission) {
+    let Some(url) = &s.callback_url else { return };
+    let body = view(state, s, None, true);
+    let Ok(client) = reqwest::Client::builder().timeout(CALLBACK_TIMEOUT).build() else {
+        return;
+    };
+    for attempt in 1..=CALLBACK_TRIES {
+        match client.put(url).json(&body).send().await {
+            Ok(_) => return,
+            Err(e) => warn!(token = %s.token, attempt, error = %e, "callback failed"),
+        }
+    }
 }
 
 /// Re-runs what an earlier gateway accepted and did not finish.
@@ -616,6 +784,9 @@ pub(super) async fn create(
         store.put(&s);
         let done = execute_patiently(&state, s).await;
         store.put(&done);
+        // After the answer is made, not before it: the client waits for this one.
+        let (cb_state, cb_done) = (state.clone(), done.clone());
+        tokio::spawn(async move { call_back(&cb_state, &cb_done).await });
         let shown = view(&state, &done, q.fields.as_deref(), b64);
         return Ok((StatusCode::CREATED, Json(shown)).into_response());
     }
@@ -763,14 +934,14 @@ pub(super) async fn config_info(State(state): State<AppState>) -> Json<Value> {
     Json(json!({
         "maintenance_mode": false,
         "enable_wait_result": true,
-        "enable_compiler_options": false,
+        "enable_compiler_options": true,
         "allowed_languages_for_compile_options": [],
         "enable_command_line_arguments": true,
         "enable_submission_delete": false,
-        "enable_callbacks": false,
-        "callbacks_max_tries": 0,
-        "callbacks_timeout": 0.0,
-        "enable_additional_files": false,
+        "enable_callbacks": state.inner.judge0_callbacks,
+        "callbacks_max_tries": CALLBACK_TRIES,
+        "callbacks_timeout": CALLBACK_TIMEOUT.as_secs_f64(),
+        "enable_additional_files": true,
         "max_queue_size": 100,
         "cpu_time_limit": secs(p.defaults.timeout_ms),
         "max_cpu_time_limit": secs(p.maxima.timeout_ms),
@@ -793,7 +964,7 @@ pub(super) async fn config_info(State(state): State<AppState>) -> Json<Value> {
         "number_of_runs": 1,
         "max_number_of_runs": 1,
         "redirect_stderr_to_stdout": false,
-        "max_extract_size": 0,
+        "max_extract_size": state.inner.max_body_bytes / 1024,
         "enable_batched_submissions": true,
         "max_submission_batch_size": MAX_BATCH,
         "submission_cache_duration": 0.0,

@@ -57,6 +57,8 @@ struct Shared {
     catalog: Arc<Catalog>,
     keys: Arc<auth::Keys>,
     judge0: Arc<judge0::Store>,
+    /// Whether Judge0 submissions may name a `callback_url`.
+    judge0_callbacks: bool,
     /// WebSocket sessions in progress, which a graceful stop waits for.
     sessions: tokio_util::task::TaskTracker,
 }
@@ -85,6 +87,7 @@ impl AppState {
                 catalog: Arc::new(Catalog::default()),
                 keys: Arc::default(),
                 judge0: Arc::new(judge0::Store::open(None)),
+                judge0_callbacks: true,
                 sessions: tokio_util::task::TaskTracker::new(),
             }),
         }
@@ -103,6 +106,15 @@ impl AppState {
         Arc::get_mut(&mut self.inner)
             .expect("set before the state is shared")
             .judge0 = Arc::new(judge0::Store::open(path));
+        self
+    }
+
+    /// Whether Judge0 submissions may name a `callback_url` (SSRF: the gateway makes the
+    /// request, from inside the network it lives in).
+    pub fn with_judge0_callbacks(mut self, allowed: bool) -> Self {
+        Arc::get_mut(&mut self.inner)
+            .expect("set before the state is shared")
+            .judge0_callbacks = allowed;
         self
     }
 
