@@ -408,9 +408,15 @@ fn additional_files(state: &AppState, v: &Value) -> Result<Option<String>, Judge
 /// and their size (a request body's). Directories are implied by the paths; a path that leaves
 /// the working directory or a link is refused.
 fn unzip(state: &AppState, zip: &[u8]) -> Result<Vec<FileSpec>, String> {
+    unzip_within(
+        zip,
+        state.inner.policy.max_files,
+        state.inner.max_body_bytes,
+    )
+}
+
+fn unzip_within(zip: &[u8], max_files: usize, max_bytes: usize) -> Result<Vec<FileSpec>, String> {
     use std::io::Read as _;
-    let max_files = state.inner.policy.max_files;
-    let max_bytes = state.inner.max_body_bytes;
     let mut archive = zip::ZipArchive::new(std::io::Cursor::new(zip))
         .map_err(|e| format!("is not a zip archive: {e}"))?;
     let mut files = Vec::new();
@@ -995,6 +1001,53 @@ pub(super) async fn system_info() -> Json<Value> {
 
 #[cfg(test)]
 mod tests {
+    /// A zip of `(path, content)` entries, or links where `link` says so.
+    fn zip_of(entries: &[(&str, &[u8], bool)]) -> Vec<u8> {
+        use std::io::Write as _;
+        let mut w = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+        let opts = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        for (path, content, link) in entries {
+            if *link {
+                w.add_symlink(*path, "/etc/passwd", opts).unwrap();
+            } else {
+                w.start_file(*path, opts).unwrap();
+                w.write_all(content).unwrap();
+            }
+        }
+        w.finish().unwrap().into_inner()
+    }
+
+    #[test]
+    fn additional_files_are_bounded() {
+        let ok = zip_of(&[("a.txt", b"hello", false), ("d/b.txt", b"", false)]);
+        let files = unzip_within(&ok, 2, 5).unwrap();
+        let paths: Vec<_> = files.iter().map(|f| f.path.clone().unwrap()).collect();
+        assert_eq!(paths, ["a.txt", "d/b.txt"]);
+        assert_eq!(
+            unzip_within(&ok, 1, 100).unwrap_err(),
+            "holds more than 1 files"
+        );
+        assert_eq!(
+            unzip_within(&ok, 2, 4).unwrap_err(),
+            "unpacks to more than 4 bytes"
+        );
+        // A bomb: 8 MiB of zeros compress to a few KiB; unpacking stops past the limit.
+        let bomb = zip_of(&[("zeros", &vec![0u8; 8 << 20], false)]);
+        assert!(bomb.len() < 64 << 10, "{}", bomb.len());
+        assert_eq!(
+            unzip_within(&bomb, 10, 1 << 20).unwrap_err(),
+            format!("unpacks to more than {} bytes", 1 << 20)
+        );
+        let link = zip_of(&[("passwd", b"", true)]);
+        assert!(unzip_within(&link, 10, 100).unwrap_err().contains("link"));
+        let out = zip_of(&[("../x", b"x", false)]);
+        assert!(unzip_within(&out, 10, 100).unwrap_err().contains("outside"));
+        assert!(unzip_within(b"PK nonsense", 10, 100)
+            .unwrap_err()
+            .starts_with("is not a zip archive"));
+    }
+
     use super::*;
 
     #[test]
