@@ -29,7 +29,9 @@ const MAX_PENDING_STDIN: usize = 8 << 20;
 pub struct Feed {
     fd: RawFd,
     decoder: FrameDecoder,
-    /// Whether the host may still send: not after its end of stdin or its end of the channel.
+    /// Whether more stdin may come: not after the host's end of stdin or of the channel.
+    stdin_open: bool,
+    /// Whether the host's channel is open (signals may come after the end of stdin).
     open: bool,
 }
 
@@ -39,6 +41,7 @@ impl Feed {
         Feed {
             fd,
             decoder: FrameDecoder::new(MAX_EVENT_FRAME),
+            stdin_open: true,
             open: true,
         }
     }
@@ -329,7 +332,8 @@ impl<'a> Supervisor<'a> {
 
     /// Stdin ends once everything for it is written and nothing more can come.
     fn close_stdin_if_done(&mut self) {
-        if self.pending.is_empty() && self.feed.is_none() {
+        let more = self.feed.as_ref().is_some_and(|f| f.stdin_open);
+        if self.pending.is_empty() && !more {
             self.stdin = None;
         }
     }
@@ -343,25 +347,26 @@ impl<'a> Supervisor<'a> {
         let n = sys::read(feed.fd, buf).unwrap_or(0);
         if n == 0 {
             feed.open = false;
+            feed.stdin_open = false;
         }
         feed.decoder.push(&buf[..n]);
         let invalid = |e: kiln_proto::DecodeError| io::Error::new(io::ErrorKind::InvalidData, e);
         while let Some((kind, payload)) = feed.decoder.next_frame().map_err(invalid)? {
             match Input::decode(kind, &payload).map_err(invalid)? {
-                // Once the program has closed its stdin, what comes for it is dropped.
-                Input::Stdin(bytes) if self.stdin.is_some() => self.pending.extend(bytes),
+                // Once the program has closed its stdin, or the host has ended it, more stdin
+                // is dropped.
+                Input::Stdin(bytes) if self.stdin.is_some() && feed.stdin_open => {
+                    self.pending.extend(bytes)
+                }
                 Input::Stdin(_) => {}
-                Input::StdinEof => feed.open = false,
+                Input::StdinEof => feed.stdin_open = false,
                 Input::Signal(sig) => sys::signal_run(self.pid, sig),
-            }
-            if !feed.open {
-                break;
             }
         }
         if !feed.open {
             self.feed = None;
-            self.close_stdin_if_done();
         }
+        self.close_stdin_if_done();
         Ok(())
     }
 }

@@ -531,6 +531,18 @@ fn interactive_stdin_arrives_while_the_program_runs() {
     assert_eq!(out, "ready\ngot first\ngot second\neof\n");
     assert_eq!((exit.status, exit.code), (Status::Ok, Some(0)));
 
+    // A signal after the end of stdin still arrives.
+    let mut j = sh("trap 'echo interrupted; exit 3' INT; read a || echo eof; sleep 20 & wait");
+    j.interactive = true;
+    let mut s = Session::start(&dir, &j);
+    s.send(Input::StdinEof);
+    s.wait_for("eof\n");
+    s.send(Input::Stdin(b"dropped\n".to_vec()));
+    s.send(Input::Signal(2));
+    let (out, exit) = s.finish();
+    assert_eq!(out, "eof\ninterrupted\n");
+    assert_eq!(exit.code, Some(3));
+
     // The host's channel closing is the end of stdin too.
     let mut j = sh("echo ready; cat; echo done");
     j.interactive = true;

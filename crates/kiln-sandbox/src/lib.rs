@@ -20,4 +20,4 @@ pub use backend::{Backend, RunOutcome, Sandbox, SandboxSpec, StageOutcome};
 pub use error::{Error, Result};
 pub use executor::{Admission, Executor, ExecutorConfig};
 pub use kiln_proto::{Input, PROTOCOL_VERSION};
-pub use output::{Collected, InputFeed, Live, OutputTap, StreamKind};
+pub use output::{Collected, InputFeed, Live, LiveEvent, OutputTap, StreamKind};

@@ -31,8 +31,17 @@ pub enum StreamKind {
     CompileStderr,
 }
 
-/// Where a run's output goes as it is produced (besides the final result), for streaming.
-pub type OutputTap = tokio::sync::mpsc::UnboundedSender<(StreamKind, Vec<u8>)>;
+/// What a watched run reports as it goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LiveEvent {
+    /// A piece of output, as it arrived.
+    Output(StreamKind, Vec<u8>),
+    /// The compile step ended; the run follows when it succeeded.
+    CompileExit(kiln_proto::ExitReport),
+}
+
+/// Where a run's events go as they happen (besides the final result), for streaming.
+pub type OutputTap = tokio::sync::mpsc::UnboundedSender<LiveEvent>;
 
 /// Input for an interactive run while it runs (more stdin, its end, a signal). The sender
 /// lives with the client's connection; when it is dropped, the program's stdin ends. Shared so

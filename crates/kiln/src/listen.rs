@@ -14,6 +14,10 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
+
+use crate::http::Holds;
+
+type Request = hyper::Request<hyper::body::Incoming>;
 use tracing::{debug, warn};
 
 /// Largest request head (request line and headers) read; more is answered 431.
@@ -60,10 +64,18 @@ pub async fn serve(
             warn!(%peer, max = limits.max_connections, "too many connections; closed");
             continue;
         };
+        // Held by the connection and by each of its requests: a request upgraded to a
+        // WebSocket keeps its connection's slot for as long as its session lasts.
+        let slot: Arc<dyn Send + Sync> = Arc::new(slot);
+        let held = slot.clone();
+        let service = tower::ServiceExt::map_request(router.clone(), move |mut req: Request| {
+            req.extensions_mut().insert(Holds::new(held.clone()));
+            req
+        });
         // Small answers go out at once rather than waiting on Nagle's algorithm.
         let _ = tcp.set_nodelay(true);
         let conn = http
-            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(router.clone()))
+            .serve_connection(TokioIo::new(tcp), TowerToHyperService::new(service))
             .with_upgrades();
         let mut stopping = stopping.clone();
         connections.spawn(async move {

@@ -341,6 +341,31 @@ async fn piston_websocket_connect() {
         (Some(3), Some("RE"))
     );
 
+    // A compiled program that reads before it writes: the run stage is announced when the
+    // compile ends, so the client knows to send its input.
+    let mut ws = Ws::connect(&gw, "/api/v2/connect").await;
+    ws.send(json!({"type": "init", "language": "c", "version": "*",
+        "files": [{"content": "#include <stdio.h>\nint main(void) { int n; if (scanf(\"%d\", &n) != 1) return 1; printf(\"%d\\n\", n * 2); return 0; }"}]}))
+        .await;
+    let mut seen = Vec::new();
+    while seen.last() != Some(&json!({"type": "stage", "stage": "run"})) {
+        match ws.next().await {
+            common::WsEvent::Json(v, _) => seen.push(v),
+            closed => panic!("{closed:?} after {seen:?}"),
+        }
+    }
+    assert_eq!(
+        kinds(&seen),
+        ["runtime", "stage:compile", "exit:compile", "stage:run"],
+        "{seen:?}"
+    );
+    ws.send(json!({"type": "data", "stream": "stdin", "data": "21\n"}))
+        .await;
+    let (rest, code, _) = ws.rest().await;
+    assert_eq!(code, Some(4999));
+    assert_eq!(kinds(&rest), ["data:stdout", "exit:run"], "{rest:?}");
+    assert_eq!(rest[0]["data"], "42\n");
+
     // A failed compile ends after its exit; nothing runs.
     let mut ws = Ws::connect(&gw, "/api/v2/connect").await;
     ws.send(json!({"type": "init", "language": "c", "version": "*",

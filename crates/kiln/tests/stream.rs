@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{assert_no_containers, Gateway, Ws, WsEvent, BUSYBOX};
+use common::{assert_no_containers, test_config, Gateway, Ws, WsEvent, BUSYBOX};
 use serde_json::{json, Value};
 
 /// The events of one stream: (name, data, seconds since the request).
@@ -153,11 +153,12 @@ async fn websocket_streams_output_and_takes_stdin_while_the_program_runs() {
         "every piece of output streamed, once"
     );
 
-    // A signal from the client reaches the program.
+    // A signal from the client reaches the program, also after the end of stdin.
     let mut ws = Ws::connect(&gw, "/api/v1/execute/ws").await;
     ws.send(json!({"image": BUSYBOX,
-        "command": "trap 'echo interrupted; exit 7' INT; echo ready; while true; do sleep 0.1; done"}))
+        "command": "trap 'echo interrupted; exit 7' INT; cat; echo ready; while true; do sleep 0.1; done"}))
         .await;
+    ws.send(json!({"type": "stdin_eof"})).await;
     ws.until_stdout("ready\n").await;
     ws.send(json!({"type": "signal", "signal": "SIGINT"})).await;
     let (rest, code, _) = ws.rest().await;
@@ -211,6 +212,20 @@ async fn websocket_mistakes_get_errors_and_leave_nothing_behind() {
         "{rest:?}"
     );
 
+    // Stdin after its end.
+    let mut ws = Ws::connect(&gw, "/api/v1/execute/ws").await;
+    ws.send(json!({"image": BUSYBOX, "command": "echo ready; sleep 5"}))
+        .await;
+    ws.until_stdout("ready\n").await;
+    ws.send(json!({"type": "stdin_eof"})).await;
+    ws.send(json!({"type": "stdin", "text": "late"})).await;
+    let (rest, _, _) = ws.rest().await;
+    assert_eq!(
+        rest.last().unwrap()["error"]["code"],
+        "invalid_message",
+        "{rest:?}"
+    );
+
     // A client that goes away mid-run: its stdin ends, the run ends, nothing is left.
     let mut ws = Ws::connect(&gw, "/api/v1/execute/ws").await;
     ws.send(json!({"image": BUSYBOX, "command": "echo ready; cat; echo never seen"}))
@@ -237,5 +252,49 @@ async fn websocket_mistakes_get_errors_and_leave_nothing_behind() {
         "{last}"
     );
     assert_no_containers(&gw.gateway_id, Duration::from_secs(20)).await;
+    gw.stop().await;
+}
+
+/// A WebSocket session keeps its connection's place under `server.max_connections` for as long
+/// as it lasts: sessions cannot multiply past the cap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_websocket_session_counts_as_a_connection_while_it_lasts() {
+    let mut config = test_config("wscap");
+    config.server.max_connections = 1;
+    let gw = Gateway::start_with(config).await;
+    let mut ws = Ws::connect(&gw, "/api/v1/execute/ws").await;
+    ws.send(json!({"image": BUSYBOX, "command": "echo ready; cat"}))
+        .await;
+    ws.until_stdout("ready\n").await;
+    // A second connection is closed at once while the session holds the only place.
+    let other = reqwest::Client::new()
+        .get(format!("{}/health", gw.url))
+        .timeout(Duration::from_secs(5))
+        .send()
+        .await;
+    assert!(other.is_err(), "served past the cap: {other:?}");
+    ws.send(json!({"type": "stdin_eof"})).await;
+    let (rest, code, _) = ws.rest().await;
+    assert_eq!(
+        (code, rest.last().unwrap()["type"].as_str()),
+        (Some(1000), Some("result"))
+    );
+    drop(ws);
+    // The place is free again once the session is over.
+    let t0 = std::time::Instant::now();
+    loop {
+        let res = reqwest::Client::new()
+            .get(format!("{}/health", gw.url))
+            .send()
+            .await;
+        if res.is_ok_and(|r| r.status() == 200) {
+            break;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(10),
+            "the place never came back"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     gw.stop().await;
 }

@@ -16,7 +16,8 @@ use tracing::{info, warn, Instrument, Span};
 
 use super::{short, DockerConfig};
 use crate::{
-    Collected, Error, InputFeed, Live, Result, RunOutcome, Sandbox, StageOutcome, StreamKind,
+    Collected, Error, InputFeed, Live, LiveEvent, Result, RunOutcome, Sandbox, StageOutcome,
+    StreamKind,
 };
 
 /// kiln-init's own diagnostics (its stderr) kept for the error message of a failed run.
@@ -290,7 +291,7 @@ impl DockerSandbox {
         // A listener that went away stops nothing: the run goes on and is answered as usual.
         let send = |kind: StreamKind, kept: &[u8]| {
             if let (Some(tap), false) = (&tap, kept.is_empty()) {
-                let _ = tap.send((kind, kept.to_vec()));
+                let _ = tap.send(LiveEvent::Output(kind, kept.to_vec()));
             }
         };
         let id = self.guard.id.clone();
@@ -387,6 +388,9 @@ impl DockerSandbox {
                             ),
                             Event::CompileExit(exit) => {
                                 let failed = !exit.succeeded();
+                                if let Some(tap) = &tap {
+                                    let _ = tap.send(LiveEvent::CompileExit(exit.clone()));
+                                }
                                 compile = Some(StageOutcome {
                                     stdout: std::mem::take(&mut c_out),
                                     stderr: std::mem::take(&mut c_err),

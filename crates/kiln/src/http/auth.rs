@@ -184,6 +184,11 @@ pub(super) async fn check(State(keys): State<Arc<Keys>>, req: Request, next: Nex
             )
         }
     };
+    // A request upgraded to a WebSocket keeps its place in the quota while its session lasts.
+    let permit = Arc::new(permit);
+    if let Some(holds) = req.extensions().get::<super::Holds>() {
+        holds.add(permit.clone());
+    }
     let res = next.run(req).await;
     drop(permit);
     res

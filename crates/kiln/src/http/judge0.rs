@@ -366,8 +366,8 @@ fn submission(state: &AppState, v: &Value, b64: bool) -> Result<Submission, Judg
             _ => return Err(field_error("callback_url", "is not a valid URL")),
         }
     }
-    let additional_files = additional_files(state, v)?;
-    Ok(Submission {
+    let additional_files = additional_files(v)?;
+    let s = Submission {
         token: token(),
         source_code,
         language_id,
@@ -387,32 +387,56 @@ fn submission(state: &AppState, v: &Value, b64: bool) -> Result<Submission, Judg
         status_id: 1,
         created_at: timestamp(),
         ..Submission::default()
-    })
+    };
+    if s.additional_files.is_some() {
+        // Checked now as the run will see them (beside the source, within the limits), so that
+        // a bad archive is a 422 rather than an Internal Error later.
+        spec_of(state, &s).map_err(|e| {
+            let e = e.strip_prefix("additional_files ").unwrap_or(&e);
+            field_error("additional_files", e)
+        })?;
+    }
+    Ok(s)
 }
 
 /// `additional_files`: a zip, base64-encoded (whatever `base64_encoded` says: JSON cannot carry
-/// it otherwise); checked now so that a bad one is a 422, and kept as sent.
-fn additional_files(state: &AppState, v: &Value) -> Result<Option<String>, Judge0Error> {
+/// it otherwise), kept as sent.
+fn additional_files(v: &Value) -> Result<Option<String>, Judge0Error> {
     let Some(text) = decode_field(v, "additional_files", false)?.filter(|t| !t.is_empty()) else {
         return Ok(None);
     };
-    let text = text.replace(['\n', '\r'], "");
-    let zip = base64::engine::general_purpose::STANDARD
-        .decode(&text)
-        .map_err(|_| field_error("additional_files", "is not base64"))?;
-    unzip(state, &zip).map_err(|e| field_error("additional_files", &e))?;
-    Ok(Some(text))
+    Ok(Some(text.replace(['\n', '\r'], "")))
 }
 
 /// The files of an `additional_files` zip, within the server's limits on the number of files
 /// and their size (a request body's). Directories are implied by the paths; a path that leaves
 /// the working directory or a link is refused.
 fn unzip(state: &AppState, zip: &[u8]) -> Result<Vec<FileSpec>, String> {
+    // One file of the run is the source.
     unzip_within(
         zip,
-        state.inner.policy.max_files,
+        state.inner.policy.max_files.saturating_sub(1),
         state.inner.max_body_bytes,
     )
+}
+
+/// A zip entry's name as a path inside the working directory (`./a/../b` is `b`), or `None`
+/// for one that is absolute or leaves it.
+fn inside(name: &str) -> Option<String> {
+    if name.starts_with('/') || name.contains('\0') {
+        return None;
+    }
+    let mut parts = Vec::new();
+    for part in name.split('/') {
+        match part {
+            "" | "." => {}
+            ".." => {
+                parts.pop()?;
+            }
+            part => parts.push(part),
+        }
+    }
+    (!parts.is_empty()).then(|| parts.join("/"))
 }
 
 fn unzip_within(zip: &[u8], max_files: usize, max_bytes: usize) -> Result<Vec<FileSpec>, String> {
@@ -435,9 +459,9 @@ fn unzip_within(zip: &[u8], max_files: usize, max_bytes: usize) -> Result<Vec<Fi
         if entry.is_symlink() {
             return Err(format!("holds a link ({name}), which is not taken"));
         }
-        if entry.enclosed_name().is_none() {
+        let Some(path) = inside(&name) else {
             return Err(format!("holds a path outside its directory ({name})"));
-        }
+        };
         if files.len() == max_files {
             return Err(format!("holds more than {max_files} files"));
         }
@@ -453,7 +477,7 @@ fn unzip_within(zip: &[u8], max_files: usize, max_bytes: usize) -> Result<Vec<Fi
         }
         let executable = entry.unix_mode().is_some_and(|m| m & 0o111 != 0);
         files.push(FileSpec {
-            path: Some(name),
+            path: Some(path),
             content: base64::engine::general_purpose::STANDARD.encode(content),
             encoding: kiln_api::Encoding::Base64,
             mode: executable.then_some(kiln_api::FileMode::Number(0o755)),
@@ -484,11 +508,28 @@ fn same_output(expected: &str, got: &str) -> bool {
 /// now but may later (the engine down, the server full or shutting down).
 async fn execute(state: &AppState, mut s: Submission) -> Result<Submission, Submission> {
     let received = Instant::now();
-    let Some(rt) = runtime_of(state, s.language_id) else {
-        s.status_id = 13;
-        s.message = Some("language no longer available".into());
-        return Ok(s);
+    let result = match spec_of(state, &s) {
+        Ok(spec) => match run(state, spec, received).await {
+            Ok(res) => Ok(res),
+            Err(super::error::ApiError::Sandbox(e)) if e.is_transient() => return Err(s),
+            Err(e) => Err(e.to_string()),
+        },
+        Err(e) => Err(e),
     };
+    s.finished_at = Some(timestamp());
+    match result {
+        Ok(res) => record(&mut s, &res),
+        Err(e) => {
+            s.status_id = 13;
+            s.message = Some(e);
+        }
+    }
+    Ok(s)
+}
+
+/// The run a submission asks for, validated as `/api/v1/execute` validates a request.
+fn spec_of(state: &AppState, s: &Submission) -> Result<kiln_api::ExecSpec, String> {
+    let rt = runtime_of(state, s.language_id).ok_or("language no longer available")?;
     let limit_ms = s
         .wall_time_limit
         .or(s.cpu_time_limit.map(|c| c * 2.0))
@@ -505,21 +546,14 @@ async fn execute(state: &AppState, mut s: Submission) -> Result<Submission, Subm
     if let Some(zip) = &s.additional_files {
         let zip = base64::engine::general_purpose::STANDARD
             .decode(zip)
-            .unwrap_or_default();
-        match unzip(state, &zip) {
-            // As Judge0's `unzip -n`: the source is never overwritten.
-            Ok(extra) => files.extend(
-                extra
-                    .into_iter()
-                    .filter(|f| f.path.as_deref() != Some(rt.source_file.as_str())),
-            ),
-            Err(e) => {
-                s.status_id = 13;
-                s.finished_at = Some(timestamp());
-                s.message = Some(format!("additional_files {e}"));
-                return Ok(s);
-            }
-        }
+            .map_err(|_| "additional_files is not base64".to_owned())?;
+        let extra = unzip(state, &zip).map_err(|e| format!("additional_files {e}"))?;
+        // As Judge0's `unzip -n`: the source is never overwritten.
+        files.extend(
+            extra
+                .into_iter()
+                .filter(|f| f.path.as_deref() != Some(rt.source_file.as_str())),
+        );
     }
     let request = ExecuteRequest {
         language: Some(rt.name.clone()),
@@ -534,32 +568,14 @@ async fn execute(state: &AppState, mut s: Submission) -> Result<Submission, Subm
         }),
         ..ExecuteRequest::default()
     };
-    let validated = request
+    let mut spec = request
         .validate_with(&state.inner.policy, &state.inner.catalog)
-        .map(|mut spec| {
-            if let (Some(c), Some(opts)) = (spec.compile.as_mut(), &s.compiler_options) {
-                // After the runtime's own flags: gcc takes the last of conflicting ones.
-                c.argv.extend(opts.split_whitespace().map(str::to_owned));
-            }
-            spec
-        });
-    let result = match validated {
-        Ok(spec) => match run(state, spec, received).await {
-            Ok(res) => Ok(res),
-            Err(super::error::ApiError::Sandbox(e)) if e.is_transient() => return Err(s),
-            Err(e) => Err(e.to_string()),
-        },
-        Err(e) => Err(e.message),
-    };
-    s.finished_at = Some(timestamp());
-    match result {
-        Ok(res) => record(&mut s, &res),
-        Err(e) => {
-            s.status_id = 13;
-            s.message = Some(e);
-        }
+        .map_err(|e| e.message)?;
+    if let (Some(c), Some(opts)) = (spec.compile.as_mut(), &s.compiler_options) {
+        // After the runtime's own flags: gcc takes the last of conflicting ones.
+        c.argv.extend(opts.split_whitespace().map(str::to_owned));
     }
-    Ok(s)
+    Ok(spec)
 }
 
 /// [`execute`], trying again a while when the submission could not run now.
@@ -686,12 +702,8 @@ fn view(state: &AppState, s: &Submission, fields: Option<&str>, b64: bool) -> Va
         "command_line_arguments": s.command_line_arguments,
         "redirect_stderr_to_stdout": s.redirect_stderr_to_stdout,
         "callback_url": s.callback_url,
-        "additional_files": s.additional_files.as_ref().map(|zip| if b64 {
-            Value::String(zip.clone())
-        } else {
-            let bytes = base64::engine::general_purpose::STANDARD.decode(zip).unwrap_or_default();
-            Value::String(String::from_utf8_lossy(&bytes).into_owned())
-        }),
+        // Base64 either way: a zip is not text.
+        "additional_files": s.additional_files,
         "enable_network": false,
         "status": {"id": s.status_id, "description": STATUSES[(s.status_id as usize).clamp(1, 14) - 1]},
         "language": language,
@@ -749,10 +761,17 @@ const CALLBACK_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// `callback_url`; tried again only when no answer came, as Judge0 does.
 async fn call_back(state: &AppState, s: &Submission) {
     let Some(url) = &s.callback_url else { return };
+    static CLIENT: std::sync::OnceLock<Option<reqwest::Client>> = std::sync::OnceLock::new();
+    let client = CLIENT.get_or_init(|| {
+        reqwest::Client::builder()
+            .timeout(CALLBACK_TIMEOUT)
+            // A callback goes where the submission said, not where that address sends it.
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .ok()
+    });
+    let Some(client) = client else { return };
     let body = view(state, s, None, true);
-    let Ok(client) = reqwest::Client::builder().timeout(CALLBACK_TIMEOUT).build() else {
-        return;
-    };
     for attempt in 1..=CALLBACK_TRIES {
         match client.put(url).json(&body).send().await {
             Ok(_) => return,
@@ -1041,6 +1060,9 @@ mod tests {
         );
         let link = zip_of(&[("passwd", b"", true)]);
         assert!(unzip_within(&link, 10, 100).unwrap_err().contains("link"));
+        let dotted = zip_of(&[("./d/../a.txt", b"x", false)]);
+        let files = unzip_within(&dotted, 10, 100).unwrap();
+        assert_eq!(files[0].path.as_deref(), Some("a.txt"));
         let out = zip_of(&[("../x", b"x", false)]);
         assert!(unzip_within(&out, 10, 100).unwrap_err().contains("outside"));
         assert!(unzip_within(b"PK nonsense", 10, 100)

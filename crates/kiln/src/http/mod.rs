@@ -10,6 +10,7 @@ mod observe;
 pub mod openapi;
 mod piston;
 mod stream;
+mod ws;
 
 pub(crate) use health::check_init;
 
@@ -30,6 +31,7 @@ use crate::results::ResultCache;
 use tracing::{info, info_span, Instrument};
 
 pub use error::ApiError;
+pub(crate) use ws::Holds;
 
 /// The most requests a batch may carry unless the config says otherwise.
 pub use auth::{hash_key, KeySpec};

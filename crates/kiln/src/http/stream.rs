@@ -22,14 +22,14 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use axum::Extension;
 use futures_util::stream::{self, Stream};
-use futures_util::{SinkExt, StreamExt};
 use kiln_api::{ErrorBody, ExecSpec, ExecuteResponse};
-use kiln_sandbox::{Input, Live, StreamKind};
+use kiln_sandbox::{Input, Live, LiveEvent, StreamKind};
 use serde::Deserialize;
 use serde_json::{json, Value};
 use tokio::sync::mpsc;
@@ -37,10 +37,11 @@ use tokio::task::JoinHandle;
 
 use super::error::ApiError;
 use super::execute::{decode, read_body};
+use super::ws::{self, Dialect, Ending, Holds, Incoming, Socket};
 use super::AppState;
 
 pub(super) type Run = JoinHandle<Result<ExecuteResponse, kiln_sandbox::Error>>;
-pub(super) type Output = mpsc::UnboundedReceiver<(StreamKind, Vec<u8>)>;
+pub(super) type Output = mpsc::UnboundedReceiver<LiveEvent>;
 
 /// Input messages a session may have waiting before it stops reading the client.
 const INPUT_QUEUE: usize = 16;
@@ -99,15 +100,18 @@ pub(super) async fn execute_stream(
     let (rx, _, run) = start(&state, spec, received, false);
     let events = stream::unfold(Phase::Output(rx, run), |phase| async move {
         match phase {
-            Phase::Output(mut rx, run) => match rx.recv().await {
-                Some((kind, bytes)) => {
-                    let text = String::from_utf8_lossy(&bytes);
-                    let ev = Event::default()
-                        .event(name(kind))
-                        .data(json!({ "text": text }).to_string());
-                    Some((ev, Phase::Output(rx, run)))
+            Phase::Output(mut rx, run) => loop {
+                match rx.recv().await {
+                    Some(LiveEvent::Output(kind, bytes)) => {
+                        let text = String::from_utf8_lossy(&bytes);
+                        let ev = Event::default()
+                            .event(name(kind))
+                            .data(json!({ "text": text }).to_string());
+                        break Some((ev, Phase::Output(rx, run)));
+                    }
+                    Some(LiveEvent::CompileExit(_)) => continue,
+                    None => break Some((sse_result(finish(run).await), Phase::Done)),
                 }
-                None => Some((sse_result(finish(run).await), Phase::Done)),
             },
             Phase::Done => None,
         }
@@ -133,25 +137,17 @@ fn sse_result(result: Result<ExecuteResponse, ApiError>) -> Event {
     }
 }
 
-/// The upgrade, or Kiln's JSON error for a request that is not a WebSocket handshake.
-pub(super) fn upgrade(
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-    state: &AppState,
-) -> Result<WebSocketUpgrade, ApiError> {
-    let ws = ws.map_err(|e| ApiError::NotWebSocket(e.body_text()))?;
-    // A message is at most a request body (plus its JSON envelope).
-    let max = state.inner.max_body_bytes.saturating_mul(2).max(1 << 16);
-    Ok(ws.max_message_size(max).max_frame_size(max))
-}
-
 /// `GET /api/v1/execute/ws`.
 pub(super) async fn execute_ws(
     State(state): State<AppState>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    holds: Option<Extension<Holds>>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let ws = upgrade(ws, &state)?;
-    let sessions = state.sessions().clone();
-    Ok(ws.on_upgrade(move |socket| sessions.track_future(session(state, socket))))
+    let holds = holds.map(|Extension(h)| h);
+    let shared = state.clone();
+    ws::upgrade(upgrade, &shared, holds, move |socket| {
+        session(state, socket)
+    })
 }
 
 /// What a client may send once its run has started.
@@ -168,102 +164,100 @@ enum ClientMessage {
     },
 }
 
-fn error_message(code: &str, message: impl Into<String>) -> Message {
-    error_body(ErrorBody::new(code, message))
-}
-
-fn error_body(body: ErrorBody) -> Message {
+fn error_json(body: ErrorBody) -> Value {
     let mut v = serde_json::to_value(body).expect("serialisable");
     v["type"] = json!("error");
-    Message::text(v.to_string())
+    v
+}
+
+/// A session's end with Kiln's error body, then a normal close.
+fn ending(body: ErrorBody) -> Ending {
+    Ending {
+        messages: vec![error_json(body)],
+        code: axum::extract::ws::close_code::NORMAL,
+        reason: "",
+    }
+}
+
+/// Kiln's own messages.
+struct Kiln;
+
+impl Dialect for Kiln {
+    fn event(&mut self, event: LiveEvent) -> Vec<Value> {
+        match event {
+            LiveEvent::Output(kind, bytes) => {
+                let text = String::from_utf8_lossy(&bytes);
+                vec![json!({"type": name(kind), "text": text})]
+            }
+            LiveEvent::CompileExit(_) => Vec::new(),
+        }
+    }
+
+    fn input(&mut self, msg: Incoming) -> Result<Option<Input>, Ending> {
+        let m = match msg {
+            Incoming::Binary(b) => return Ok(Some(Input::Stdin(b))),
+            Incoming::Text(t) => serde_json::from_str(&t).map_err(|e| {
+                self.refuse(
+                    "invalid_message",
+                    format!("not a message this session takes: {e}"),
+                )
+            })?,
+        };
+        client_input(m)
+            .map(Some)
+            .map_err(|e| self.refuse("invalid_message", e))
+    }
+
+    fn refuse(&mut self, code: &'static str, message: String) -> Ending {
+        ending(ErrorBody::new(code, message))
+    }
 }
 
 /// One WebSocket run: the request, output and input while it runs, the result.
-async fn session(state: AppState, socket: WebSocket) {
-    let (mut tx, mut rx) = socket.split();
+async fn session(state: AppState, mut socket: Socket) {
     let within = state.inner.body_timeout;
-    let received = Instant::now();
     // The request: the first message, within the time a request body has.
-    let first = match tokio::time::timeout(within, rx.next()).await {
-        Ok(Some(Ok(Message::Text(t)))) => t.as_bytes().to_vec(),
-        Ok(Some(Ok(Message::Binary(b)))) => b.to_vec(),
-        Ok(Some(Ok(_))) => {
-            let msg = error_message("invalid_message", "the first message must be the request");
-            return end(&mut tx, msg).await;
-        }
-        Ok(_) => return,
+    let first = match tokio::time::timeout(within, socket.next()).await {
+        Ok(Some(Incoming::Text(t))) => t.into_bytes(),
+        Ok(Some(Incoming::Binary(b))) => b,
+        Ok(None) => return,
         Err(_) => {
-            let e = ApiError::BodyTimeout(within);
-            return end(&mut tx, error_body(e.parts().1)).await;
+            return socket
+                .end(ending(ApiError::BodyTimeout(within).parts().1))
+                .await
         }
     };
+    let received = Instant::now();
     let spec = match decode(&first)
         .and_then(|r| Ok(r.validate_with(&state.inner.policy, &state.inner.catalog)?))
     {
         Ok(spec) => spec,
-        Err(e) => return end(&mut tx, error_body(e.parts().1)).await,
+        Err(e) => return socket.end(ending(e.parts().1)).await,
     };
-    let (mut output, input, run) = start(&state, spec, received, true);
-    let mut input = input;
-    let max_stdin = state.inner.max_body_bytes;
-    let mut stdin_sent = 0usize;
-    loop {
-        tokio::select! {
-            chunk = output.recv() => {
-                let Some((kind, bytes)) = chunk else { break };
-                let text = String::from_utf8_lossy(&bytes);
-                let msg = json!({"type": name(kind), "text": text}).to_string();
-                if tx.send(Message::text(msg)).await.is_err() {
-                    // The client is gone; the run goes on to its end without it.
-                    return;
-                }
-            }
-            msg = rx.next(), if input.is_some() => {
-                let item = match msg {
-                    Some(Ok(Message::Text(t))) => match serde_json::from_str(t.as_str()) {
-                        Ok(m) => client_input(m),
-                        Err(e) => Err(format!("not a message this session takes: {e}")),
-                    },
-                    Some(Ok(Message::Binary(b))) => Ok(Some(Input::Stdin(b.to_vec()))),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => Ok(None),
-                    // The client closed its side or went away: that is the end of stdin.
-                    Some(Ok(Message::Close(_)) | Err(_)) | None => {
-                        input = None;
-                        continue;
-                    }
-                };
-                let item = match item {
-                    Ok(Some(item)) => item,
-                    Ok(None) => continue,
-                    Err(message) => return end(&mut tx, error_message("invalid_message", message)).await,
-                };
-                if let Input::Stdin(b) = &item {
-                    stdin_sent += b.len();
-                    if stdin_sent > max_stdin {
-                        let message = format!("stdin past {max_stdin} bytes in all");
-                        return end(&mut tx, error_message("stdin_too_large", message)).await;
-                    }
-                }
-                let eof = item == Input::StdinEof;
-                let sender = input.as_ref().expect("checked by the branch");
-                if sender.send(item).await.is_err() || eof {
-                    input = None;
-                }
-            }
-        }
+    let stdin_sent = spec.stdin.len();
+    let (output, input, run) = start(&state, spec, received, true);
+    let input = input.expect("interactive");
+    let max = state.inner.max_body_bytes;
+    if !ws::relay(&mut socket, &mut Kiln, output, input, stdin_sent, max).await {
+        return;
     }
-    drop(input);
     let last = match finish(run).await {
-        Ok(res) => Message::text(json!({"type": "result", "result": res}).to_string()),
-        Err(e) => error_body(e.parts().1),
+        Ok(res) => json!({"type": "result", "result": res}),
+        Err(e) => error_json(e.parts().1),
     };
-    end(&mut tx, last).await;
+    socket
+        .end(Ending {
+            messages: vec![last],
+            code: axum::extract::ws::close_code::NORMAL,
+            reason: "",
+        })
+        .await;
 }
 
-/// The input a client message asks for; `Ok(None)` for nothing to do.
-fn client_input(m: ClientMessage) -> Result<Option<Input>, String> {
+/// The input a client message asks for.
+fn client_input(m: ClientMessage) -> Result<Input, String> {
     use base64::Engine as _;
-    Ok(Some(match m {
+    Ok(match m {
         ClientMessage::Stdin {
             text: Some(t),
             base64: None,
@@ -289,16 +283,5 @@ fn client_input(m: ClientMessage) -> Result<Option<Input>, String> {
             };
             Input::Signal(n.ok_or_else(|| format!("{signal} is not a signal"))?)
         }
-    }))
-}
-
-/// Sends the last message and closes normally; a client already gone is not an error.
-async fn end(tx: &mut futures_util::stream::SplitSink<WebSocket, Message>, last: Message) {
-    let _ = tx.send(last).await;
-    let _ = tx
-        .send(Message::Close(Some(CloseFrame {
-            code: axum::extract::ws::close_code::NORMAL,
-            reason: "".into(),
-        })))
-        .await;
+    })
 }

@@ -16,51 +16,51 @@
 use std::time::{Duration, Instant};
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
-use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
 use axum::response::Response;
-use futures_util::stream::SplitSink;
-use futures_util::{SinkExt, StreamExt};
-use kiln_api::{ExecuteResponse, RunStatus};
-use kiln_sandbox::{Input, StreamKind};
+use axum::Extension;
+use kiln_api::{signal_name, ExecuteResponse, RunStatus};
+use kiln_sandbox::{Input, LiveEvent, StreamKind};
 use serde_json::{json, Value};
 
 use super::super::error::ApiError;
-use super::super::stream::{finish, start, upgrade};
+use super::super::stream::{finish, start};
+use super::super::ws::{self, Dialect, Ending, Holds, Incoming, Socket};
 use super::super::AppState;
 use super::{validate, PistonRequest};
 
 /// How long Piston waits for `init`.
 const INIT_WITHIN: Duration = Duration::from_secs(1);
 
-type Tx = SplitSink<WebSocket, Message>;
-
 /// `GET /api/v2/connect`.
 pub(in crate::http) async fn connect(
     State(state): State<AppState>,
-    ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
+    holds: Option<Extension<Holds>>,
+    upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let ws = upgrade(ws, &state)?;
-    let sessions = state.sessions().clone();
-    Ok(ws.on_upgrade(move |socket| sessions.track_future(session(state, socket))))
+    let holds = holds.map(|Extension(h)| h);
+    let shared = state.clone();
+    ws::upgrade(upgrade, &shared, holds, move |socket| {
+        session(state, socket)
+    })
 }
 
-async fn send(tx: &mut Tx, v: Value) -> bool {
-    tx.send(Message::text(v.to_string())).await.is_ok()
-}
-
-async fn close(tx: &mut Tx, code: u16, reason: &'static str) {
-    let frame = CloseFrame {
+fn close(code: u16, reason: &'static str) -> Ending {
+    Ending {
+        messages: Vec::new(),
         code,
-        reason: reason.into(),
-    };
-    let _ = tx.send(Message::Close(Some(frame))).await;
+        reason,
+    }
 }
 
 /// Piston's answer to a message it cannot take: the reason, then 4002.
-async fn notify(tx: &mut Tx, message: impl Into<String>) {
-    send(tx, json!({"type": "error", "message": message.into()})).await;
-    close(tx, 4002, "Notified Error").await;
+fn notify(message: impl Into<String>) -> Ending {
+    Ending {
+        messages: vec![json!({"type": "error", "message": message.into()})],
+        code: 4002,
+        reason: "Notified Error",
+    }
 }
 
 /// What a client message is, read as Piston reads it.
@@ -73,8 +73,12 @@ enum Client {
     Ignored,
 }
 
-fn parse(text: &str) -> Result<Client, String> {
-    let v: Value = serde_json::from_str(text).map_err(|e| e.to_string())?;
+fn parse(msg: Incoming) -> Result<Client, String> {
+    let v: Value = match msg {
+        Incoming::Text(t) => serde_json::from_str(&t),
+        Incoming::Binary(b) => serde_json::from_slice(&b),
+    }
+    .map_err(|e| e.to_string())?;
     Ok(match v.get("type").and_then(Value::as_str) {
         Some("init") => Client::Init(Box::new(
             serde_json::from_value(v).map_err(|e| e.to_string())?,
@@ -95,141 +99,122 @@ fn parse(text: &str) -> Result<Client, String> {
     })
 }
 
-async fn session(state: AppState, socket: WebSocket) {
-    let (mut tx, mut rx) = socket.split();
-    let received = Instant::now();
-    let deadline = tokio::time::Instant::now() + INIT_WITHIN;
-    // Until `init`: only it is taken.
-    let req = loop {
-        let msg = match tokio::time::timeout_at(deadline, rx.next()).await {
-            Err(_) => return close(&mut tx, 4001, "Initialization Timeout").await,
-            Ok(None | Some(Err(_))) => return,
-            Ok(Some(Ok(m))) => m,
-        };
-        let text = match msg {
-            Message::Text(t) => t.to_string(),
-            Message::Binary(b) => String::from_utf8_lossy(&b).into_owned(),
-            Message::Close(_) => return,
-            Message::Ping(_) | Message::Pong(_) => continue,
-        };
-        match parse(&text) {
-            Ok(Client::Init(req)) => break req,
-            Ok(Client::Stdin(_) | Client::OtherStream | Client::Signal(_)) => {
-                return close(&mut tx, 4003, "Not yet initialized").await
-            }
-            Ok(Client::Ignored) => continue,
-            Err(e) => return notify(&mut tx, e).await,
-        }
-    };
-    let (spec, language, version) = match validate(&state, &req) {
-        Ok(v) => v,
-        Err(e) => return notify(&mut tx, e.1).await,
-    };
-    let compiled = spec.compile.is_some();
-    let (mut output, input, run) = start(&state, spec, received, true);
-    let mut input = input;
-    send(
-        &mut tx,
-        json!({"type": "runtime", "language": language, "version": version}),
-    )
-    .await;
-    send(
-        &mut tx,
-        json!({"type": "stage", "stage": if compiled { "compile" } else { "run" }}),
-    )
-    .await;
-    // Whether the run stage has been announced (at once when nothing is compiled).
-    let mut running = !compiled;
-    let max_stdin = state.inner.max_body_bytes;
-    let mut stdin_sent = 0usize;
-    loop {
-        tokio::select! {
-            chunk = output.recv() => {
-                let Some((kind, bytes)) = chunk else { break };
+/// Piston's messages while the job runs.
+struct Piston {
+    /// Whether the compile's exit has been sent.
+    compiled: bool,
+    /// Whether the run stage has been announced (at once when nothing is compiled).
+    running: bool,
+}
+
+impl Dialect for Piston {
+    fn event(&mut self, event: LiveEvent) -> Vec<Value> {
+        match event {
+            LiveEvent::Output(kind, bytes) => {
                 let stream = match kind {
                     StreamKind::Stdout | StreamKind::CompileStdout => "stdout",
                     StreamKind::Stderr | StreamKind::CompileStderr => "stderr",
                 };
-                if matches!(kind, StreamKind::Stdout | StreamKind::Stderr) && !running {
-                    // Output of the run means the compile succeeded.
-                    running = true;
-                    send(&mut tx, compile_passed()).await;
-                    send(&mut tx, json!({"type": "stage", "stage": "run"})).await;
-                }
                 let data = String::from_utf8_lossy(&bytes);
-                if !send(&mut tx, json!({"type": "data", "stream": stream, "data": data})).await {
-                    // The client is gone; the run goes on to its end without it.
-                    return;
-                }
+                vec![json!({"type": "data", "stream": stream, "data": data})]
             }
-            msg = rx.next(), if input.is_some() => {
-                let text = match msg {
-                    Some(Ok(Message::Text(t))) => t.to_string(),
-                    Some(Ok(Message::Binary(b))) => String::from_utf8_lossy(&b).into_owned(),
-                    Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
-                    Some(Ok(Message::Close(_)) | Err(_)) | None => {
-                        input = None;
-                        continue;
-                    }
-                };
-                let item = match parse(&text) {
-                    Ok(Client::Stdin(d)) => {
-                        stdin_sent += d.len();
-                        if stdin_sent > max_stdin {
-                            let msg = format!("stdin cannot exceed {max_stdin} bytes");
-                            return notify(&mut tx, msg).await;
-                        }
-                        Input::Stdin(d.into_bytes())
-                    }
-                    Ok(Client::Signal(Some(sig))) => Input::Signal(sig),
-                    Ok(Client::Signal(None)) => return close(&mut tx, 4005, "Invalid signal").await,
-                    Ok(Client::OtherStream) => {
-                        return close(&mut tx, 4004, "Can only write to stdin").await
-                    }
-                    Ok(Client::Init(_)) => return close(&mut tx, 4000, "Already Initialized").await,
-                    Ok(Client::Ignored) => continue,
-                    Err(e) => return notify(&mut tx, e).await,
-                };
-                let sender = input.as_ref().expect("checked by the branch");
-                if sender.send(item).await.is_err() {
-                    input = None;
+            LiveEvent::CompileExit(exit) => {
+                self.compiled = true;
+                let mut out = vec![json!({"type": "exit", "stage": "compile",
+                    "code": exit.code, "signal": exit.signal.map(signal_name)})];
+                if exit.succeeded() {
+                    self.running = true;
+                    out.push(json!({"type": "stage", "stage": "run"}));
                 }
+                out
             }
         }
     }
-    drop(input);
-    let res = match finish(run).await {
-        Ok(res) => res,
-        Err(e) => return notify(&mut tx, bad_message(e)).await,
+
+    fn input(&mut self, msg: Incoming) -> Result<Option<Input>, Ending> {
+        match parse(msg) {
+            Ok(Client::Stdin(d)) => Ok(Some(Input::Stdin(d.into_bytes()))),
+            Ok(Client::Signal(Some(sig))) => Ok(Some(Input::Signal(sig))),
+            Ok(Client::Signal(None)) => Err(close(4005, "Invalid signal")),
+            Ok(Client::OtherStream) => Err(close(4004, "Can only write to stdin")),
+            Ok(Client::Init(_)) => Err(close(4000, "Already Initialized")),
+            Ok(Client::Ignored) => Ok(None),
+            Err(e) => Err(notify(e)),
+        }
+    }
+
+    fn refuse(&mut self, _code: &'static str, message: String) -> Ending {
+        notify(message)
+    }
+}
+
+async fn session(state: AppState, mut socket: Socket) {
+    let deadline = tokio::time::Instant::now() + INIT_WITHIN;
+    // Until `init`: only it is taken.
+    let req = loop {
+        let msg = match tokio::time::timeout_at(deadline, socket.next()).await {
+            Err(_) => return socket.end(close(4001, "Initialization Timeout")).await,
+            Ok(None) => return,
+            Ok(Some(m)) => m,
+        };
+        match parse(msg) {
+            Ok(Client::Init(req)) => break req,
+            Ok(Client::Stdin(_) | Client::OtherStream | Client::Signal(_)) => {
+                return socket.end(close(4003, "Not yet initialized")).await
+            }
+            Ok(Client::Ignored) => continue,
+            Err(e) => return socket.end(notify(e)).await,
+        }
     };
-    for message in exits(&res, running) {
-        send(&mut tx, message).await;
+    let received = Instant::now();
+    let (spec, language, version) = match validate(&state, &req) {
+        Ok(v) => v,
+        Err(e) => return socket.end(notify(e.1)).await,
+    };
+    let compiled = spec.compile.is_some();
+    let stdin_sent = spec.stdin.len();
+    let (output, input, run) = start(&state, spec, received, true);
+    let input = input.expect("interactive");
+    let opening = [
+        json!({"type": "runtime", "language": language, "version": version}),
+        json!({"type": "stage", "stage": if compiled { "compile" } else { "run" }}),
+    ];
+    for m in &opening {
+        if !socket.send(m).await {
+            return;
+        }
     }
-    close(&mut tx, 4999, "Job Completed").await;
+    let mut piston = Piston {
+        compiled: false,
+        running: !compiled,
+    };
+    let max = state.inner.max_body_bytes;
+    if !ws::relay(&mut socket, &mut piston, output, input, stdin_sent, max).await {
+        return;
+    }
+    let ending = match finish(run).await {
+        Ok(res) => Ending {
+            messages: exits(&res, &piston),
+            code: 4999,
+            reason: "Job Completed",
+        },
+        Err(e) => notify(e.parts().1.error.message),
+    };
+    socket.end(ending).await;
 }
 
-fn bad_message(e: ApiError) -> String {
-    e.parts().1.error.message
-}
-
-fn compile_passed() -> Value {
-    json!({"type": "exit", "stage": "compile", "code": 0, "signal": null})
-}
-
-/// The messages that end the job: the compile's exit if it was not announced yet (and the run
-/// stage if the compile let it start), then the run's exit.
-fn exits(res: &ExecuteResponse, running: bool) -> Vec<Value> {
+/// The messages that end the job: the compile's exit if it was not sent yet (a run cut short
+/// by the backstop), the run stage if it was not announced, then the run's exit.
+fn exits(res: &ExecuteResponse, sent: &Piston) -> Vec<Value> {
     let mut out = Vec::new();
-    if let Some(c) = &res.compile {
-        if res.status == RunStatus::CompileError {
-            let stage = super::compiled(c);
-            out.push(exit("compile", &stage));
-            return out;
-        }
-        if !running {
-            out.push(compile_passed());
-            out.push(json!({"type": "stage", "stage": "run"}));
-        }
+    if let (Some(c), false) = (&res.compile, sent.compiled) {
+        out.push(exit("compile", &super::compiled(c)));
+    }
+    if res.status == RunStatus::CompileError {
+        return out;
+    }
+    if !sent.running {
+        out.push(json!({"type": "stage", "stage": "run"}));
     }
     let run = super::answer("", "", res);
     out.push(exit("run", &run["run"]));
