@@ -61,6 +61,7 @@ async fn keys_rates_and_quotas() {
     config.auth.keys = vec![
         key("user", "user-secret", 1.0, 3.0, 1, false),
         key("admin", "admin-secret", 100.0, 100.0, 8, true),
+        key("solo", "solo-secret", 100.0, 100.0, 1, false),
     ];
     let gw = Gateway::start_with(config).await;
     let user = Some(("authorization", "Bearer user-secret"));
@@ -139,5 +140,26 @@ async fn keys_rates_and_quotas() {
         "{v2}"
     );
     assert!(retry2.is_some());
+
+    // A run whose client went away still counts until it ends: a client cannot disconnect its
+    // way past the quota.
+    let solo = Some(("authorization", "Bearer solo-secret"));
+    let abandoned = call(
+        &gw,
+        "POST",
+        "/api/v1/execute",
+        solo,
+        Some(json!({"image": BUSYBOX, "command": "sleep 2"})),
+    );
+    let _ = tokio::time::timeout(Duration::from_millis(500), abandoned).await;
+    let (code, _, v) = call(&gw, "GET", "/api/v1/runtimes", solo, None).await;
+    assert_eq!(
+        (code, v["error"]["code"].as_str()),
+        (429, Some("quota_exceeded")),
+        "{v}"
+    );
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let (code, _, _) = call(&gw, "GET", "/api/v1/runtimes", solo, None).await;
+    assert_eq!(code, 200, "the place is back once the run has ended");
     gw.stop().await;
 }

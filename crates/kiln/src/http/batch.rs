@@ -15,6 +15,7 @@ use super::{ApiError, AppState};
 /// item never fails the others. Items with the same cache key and `"cache": "use"` run once.
 pub(super) async fn batch(
     State(state): State<AppState>,
+    holds: Option<axum::Extension<super::Holds>>,
     body: Body,
 ) -> Result<Json<Value>, ApiError> {
     let received = Instant::now();
@@ -91,14 +92,16 @@ pub(super) async fn batch(
     }
 
     // Each item answers as a JSON value of its own: its result, or its error's body.
+    let holds = holds.map(|axum::Extension(h)| h);
     let runs = specs.into_iter().enumerate().map(|(i, spec)| {
         let state = state.clone();
+        let holds = holds.clone();
         let follows = leader_of[i];
         async move {
             let outcome = match (spec, follows) {
                 (Ok(_), Some(_)) => return None,
                 (Err(e), _) => Err(e),
-                (Ok(spec), None) => run(&state, spec, received).await,
+                (Ok(spec), None) => run(&state, spec, received, holds).await,
             };
             Some(match outcome {
                 Ok(res) => serde_json::to_value(res).unwrap_or(Value::Null),

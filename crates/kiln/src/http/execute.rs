@@ -2,30 +2,35 @@ use std::time::Instant;
 
 use axum::body::{to_bytes, Body};
 use axum::extract::State;
-use axum::Json;
+use axum::{Extension, Json};
 use kiln_api::{CacheMode, ExecSpec, ExecuteRequest, ExecuteResponse, ValidationError};
 use tracing::Instrument;
 
-use super::{ApiError, AppState};
+use super::{ApiError, AppState, Holds};
 
 /// `POST /api/v1/execute`. The body is read here rather than by an extractor so that every
 /// failure (size, syntax, a field) gets Kiln's JSON error, and so that any Content-Type is taken.
 pub(super) async fn execute(
     State(state): State<AppState>,
+    holds: Option<Extension<Holds>>,
     body: Body,
 ) -> Result<Json<ExecuteResponse>, ApiError> {
     let received = Instant::now();
     let bytes = read_body(body, &state).await?;
     let request = decode(&bytes)?;
     let spec = request.validate_with(&state.inner.policy, &state.inner.catalog)?;
-    Ok(Json(run(&state, spec, received).await?))
+    let holds = holds.map(|Extension(h)| h);
+    Ok(Json(run(&state, spec, received, holds).await?))
 }
 
-/// Answers `spec` from the cache or by running it, as its cache mode says.
+/// Answers `spec` from the cache or by running it, as its cache mode says. The run holds
+/// `holds` (its request's connection slot and key quota) until it ends, also when its client
+/// has gone away meanwhile.
 pub(super) async fn run(
     state: &AppState,
     spec: ExecSpec,
     received: Instant,
+    holds: Option<Holds>,
 ) -> Result<ExecuteResponse, ApiError> {
     let results = state.results().clone();
     let key = match spec.cache {
@@ -46,7 +51,11 @@ pub(super) async fn run(
     // run halfway through creating its container. The sandbox is removed either way.
     let executor = state.executor().clone();
     let task = tokio::spawn(
-        async move { executor.execute(spec, received).await }.instrument(tracing::Span::current()),
+        async move {
+            let _holds = holds;
+            executor.execute(spec, received).await
+        }
+        .instrument(tracing::Span::current()),
     );
     let mut response = task
         .await

@@ -20,7 +20,7 @@ use serde_json::{json, Map, Value};
 use tracing::warn;
 
 use super::execute::{read_body, run};
-use super::AppState;
+use super::{AppState, Holds};
 
 /// Judge0's own limit on one batch.
 pub const MAX_BATCH: usize = 20;
@@ -391,10 +391,15 @@ fn submission(state: &AppState, v: &Value, b64: bool) -> Result<Submission, Judg
     if s.additional_files.is_some() {
         // Checked now as the run will see them (beside the source, within the limits), so that
         // a bad archive is a 422 rather than an Internal Error later.
-        spec_of(state, &s).map_err(|e| {
-            let e = e.strip_prefix("additional_files ").unwrap_or(&e);
-            field_error("additional_files", e)
-        })?;
+        // Other faults (stdin, args…) are the run's to report, as without a zip.
+        if let Err(Unrunnable { field, message }) = spec_of(state, &s) {
+            if field == "additional_files" || field.starts_with("files") {
+                let message = message
+                    .strip_prefix("additional_files ")
+                    .unwrap_or(&message);
+                return Err(field_error("additional_files", message));
+            }
+        }
     }
     Ok(s)
 }
@@ -506,15 +511,19 @@ fn same_output(expected: &str, got: &str) -> bool {
 
 /// Runs the submission and records how it ended; `Err` gives it back when it could not run
 /// now but may later (the engine down, the server full or shutting down).
-async fn execute(state: &AppState, mut s: Submission) -> Result<Submission, Submission> {
+async fn execute(
+    state: &AppState,
+    mut s: Submission,
+    holds: Option<Holds>,
+) -> Result<Submission, Submission> {
     let received = Instant::now();
     let result = match spec_of(state, &s) {
-        Ok(spec) => match run(state, spec, received).await {
+        Ok(spec) => match run(state, spec, received, holds).await {
             Ok(res) => Ok(res),
             Err(super::error::ApiError::Sandbox(e)) if e.is_transient() => return Err(s),
             Err(e) => Err(e.to_string()),
         },
-        Err(e) => Err(e),
+        Err(e) => Err(e.message),
     };
     s.finished_at = Some(timestamp());
     match result {
@@ -527,9 +536,28 @@ async fn execute(state: &AppState, mut s: Submission) -> Result<Submission, Subm
     Ok(s)
 }
 
+/// Why a submission cannot run: the field at fault (`additional_files`, or the execute
+/// request's: `files[1].path`, `stdin`…) and the message.
+struct Unrunnable {
+    field: String,
+    message: String,
+}
+
+impl Unrunnable {
+    fn zip(message: String) -> Self {
+        Unrunnable {
+            field: "additional_files".into(),
+            message: format!("additional_files {message}"),
+        }
+    }
+}
+
 /// The run a submission asks for, validated as `/api/v1/execute` validates a request.
-fn spec_of(state: &AppState, s: &Submission) -> Result<kiln_api::ExecSpec, String> {
-    let rt = runtime_of(state, s.language_id).ok_or("language no longer available")?;
+fn spec_of(state: &AppState, s: &Submission) -> Result<kiln_api::ExecSpec, Unrunnable> {
+    let rt = runtime_of(state, s.language_id).ok_or_else(|| Unrunnable {
+        field: "language_id".into(),
+        message: "language no longer available".into(),
+    })?;
     let limit_ms = s
         .wall_time_limit
         .or(s.cpu_time_limit.map(|c| c * 2.0))
@@ -546,8 +574,8 @@ fn spec_of(state: &AppState, s: &Submission) -> Result<kiln_api::ExecSpec, Strin
     if let Some(zip) = &s.additional_files {
         let zip = base64::engine::general_purpose::STANDARD
             .decode(zip)
-            .map_err(|_| "additional_files is not base64".to_owned())?;
-        let extra = unzip(state, &zip).map_err(|e| format!("additional_files {e}"))?;
+            .map_err(|_| Unrunnable::zip("is not base64".into()))?;
+        let extra = unzip(state, &zip).map_err(Unrunnable::zip)?;
         // As Judge0's `unzip -n`: the source is never overwritten.
         files.extend(
             extra
@@ -570,7 +598,10 @@ fn spec_of(state: &AppState, s: &Submission) -> Result<kiln_api::ExecSpec, Strin
     };
     let mut spec = request
         .validate_with(&state.inner.policy, &state.inner.catalog)
-        .map_err(|e| e.message)?;
+        .map_err(|e| Unrunnable {
+            field: e.field,
+            message: e.message,
+        })?;
     if let (Some(c), Some(opts)) = (spec.compile.as_mut(), &s.compiler_options) {
         // After the runtime's own flags: gcc takes the last of conflicting ones.
         c.argv.extend(opts.split_whitespace().map(str::to_owned));
@@ -579,10 +610,10 @@ fn spec_of(state: &AppState, s: &Submission) -> Result<kiln_api::ExecSpec, Strin
 }
 
 /// [`execute`], trying again a while when the submission could not run now.
-async fn execute_patiently(state: &AppState, s: Submission) -> Submission {
+async fn execute_patiently(state: &AppState, s: Submission, holds: Option<Holds>) -> Submission {
     let mut s = s;
     for attempt in 0..30 {
-        match execute(state, s).await {
+        match execute(state, s, holds.clone()).await {
             Ok(done) => return done,
             Err(back) => s = back,
         }
@@ -747,7 +778,7 @@ fn spawn(state: &AppState, store: Arc<Store>, s: Submission) {
         store.put(&processing);
         // Stored only once finished: a gateway that stops meanwhile leaves it Processing, and
         // the next one runs it (`resume`).
-        let done = execute_patiently(&state, s).await;
+        let done = execute_patiently(&state, s, None).await;
         store.put(&done);
         call_back(&state, &done).await;
     });
@@ -799,6 +830,7 @@ async fn body_json(state: &AppState, body: Body) -> Result<Value, Judge0Error> {
 pub(super) async fn create(
     State(state): State<AppState>,
     Query(q): Query<Params>,
+    holds: Option<axum::Extension<Holds>>,
     body: Body,
 ) -> Result<Response, Judge0Error> {
     let b64 = truthy(&q.base64_encoded);
@@ -807,7 +839,7 @@ pub(super) async fn create(
     let store = state.inner.judge0.clone();
     if truthy(&q.wait) {
         store.put(&s);
-        let done = execute_patiently(&state, s).await;
+        let done = execute_patiently(&state, s, holds.map(|axum::Extension(h)| h)).await;
         store.put(&done);
         // After the answer is made, not before it: the client waits for this one.
         let (cb_state, cb_done) = (state.clone(), done.clone());

@@ -204,6 +204,7 @@ fn hex(s: &str) -> Option<Vec<u8>> {
 /// `POST /api/v2/execute`.
 pub(super) async fn execute(
     State(state): State<AppState>,
+    holds: Option<axum::Extension<super::Holds>>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Json<Value>, PistonError> {
@@ -211,7 +212,7 @@ pub(super) async fn execute(
     let bytes = read_body(body, &state).await?;
     let req = decode(&headers, &bytes)?;
     let (spec, language, version) = validate(&state, &req)?;
-    let res = run(&state, spec, received).await?;
+    let res = run(&state, spec, received, holds.map(|axum::Extension(h)| h)).await?;
     Ok(Json(answer(&language, &version, &res)))
 }
 

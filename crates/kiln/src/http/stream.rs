@@ -54,6 +54,7 @@ pub(super) fn start(
     spec: ExecSpec,
     received: Instant,
     interactive: bool,
+    holds: Option<Holds>,
 ) -> (Output, Option<mpsc::Sender<Input>>, Run) {
     let (tap, output) = mpsc::unbounded_channel();
     let (input_tx, input) = if interactive {
@@ -64,7 +65,11 @@ pub(super) fn start(
     };
     let executor = state.executor().clone();
     let live = Live { tap, input };
-    let run = tokio::spawn(async move { executor.execute_live(spec, received, Some(live)).await });
+    // The run holds its request's connection slot and key quota until it ends.
+    let run = tokio::spawn(async move {
+        let _holds = holds;
+        executor.execute_live(spec, received, Some(live)).await
+    });
     (output, input_tx, run)
 }
 
@@ -92,12 +97,14 @@ pub(super) fn name(kind: StreamKind) -> &'static str {
 
 pub(super) async fn execute_stream(
     State(state): State<AppState>,
+    holds: Option<Extension<Holds>>,
     body: Body,
 ) -> Result<impl IntoResponse, ApiError> {
     let received = Instant::now();
     let bytes = read_body(body, &state).await?;
     let spec = decode(&bytes)?.validate_with(&state.inner.policy, &state.inner.catalog)?;
-    let (rx, _, run) = start(&state, spec, received, false);
+    let holds = holds.map(|Extension(h)| h);
+    let (rx, _, run) = start(&state, spec, received, false, holds);
     let events = stream::unfold(Phase::Output(rx, run), |phase| async move {
         match phase {
             Phase::Output(mut rx, run) => loop {
@@ -145,8 +152,9 @@ pub(super) async fn execute_ws(
 ) -> Result<Response, ApiError> {
     let holds = holds.map(|Extension(h)| h);
     let shared = state.clone();
+    let held = holds.clone();
     ws::upgrade(upgrade, &shared, holds, move |socket| {
-        session(state, socket)
+        session(state, socket, held)
     })
 }
 
@@ -214,7 +222,7 @@ impl Dialect for Kiln {
 }
 
 /// One WebSocket run: the request, output and input while it runs, the result.
-async fn session(state: AppState, mut socket: Socket) {
+async fn session(state: AppState, mut socket: Socket, holds: Option<Holds>) {
     let within = state.inner.body_timeout;
     // The request: the first message, within the time a request body has.
     let first = match tokio::time::timeout(within, socket.next()).await {
@@ -235,13 +243,16 @@ async fn session(state: AppState, mut socket: Socket) {
         Err(e) => return socket.end(ending(e.parts().1)).await,
     };
     let stdin_sent = spec.stdin.len();
-    let (output, input, run) = start(&state, spec, received, true);
+    let (output, input, run) = start(&state, spec, received, true, holds);
     let input = input.expect("interactive");
     let max = state.inner.max_body_bytes;
-    if !ws::relay(&mut socket, &mut Kiln, output, input, stdin_sent, max).await {
+    let relayed = ws::relay(&mut socket, &mut Kiln, output, input, stdin_sent, max).await;
+    // A session ended early still lasts as long as its run: it keeps its place in the quota.
+    let result = finish(run).await;
+    if !relayed {
         return;
     }
-    let last = match finish(run).await {
+    let last = match result {
         Ok(res) => json!({"type": "result", "result": res}),
         Err(e) => error_json(e.parts().1),
     };

@@ -20,7 +20,7 @@ use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::State;
 use axum::response::Response;
 use axum::Extension;
-use kiln_api::{signal_name, ExecuteResponse, RunStatus};
+use kiln_api::ExecuteResponse;
 use kiln_sandbox::{Input, LiveEvent, StreamKind};
 use serde_json::{json, Value};
 
@@ -41,8 +41,9 @@ pub(in crate::http) async fn connect(
 ) -> Result<Response, ApiError> {
     let holds = holds.map(|Extension(h)| h);
     let shared = state.clone();
+    let held = holds.clone();
     ws::upgrade(upgrade, &shared, holds, move |socket| {
-        session(state, socket)
+        session(state, socket, held)
     })
 }
 
@@ -101,9 +102,8 @@ fn parse(msg: Incoming) -> Result<Client, String> {
 
 /// Piston's messages while the job runs.
 struct Piston {
-    /// Whether the compile's exit has been sent.
-    compiled: bool,
-    /// Whether the run stage has been announced (at once when nothing is compiled).
+    /// Whether the run stage has been announced (at once when nothing is compiled, else when
+    /// the compile succeeded).
     running: bool,
 }
 
@@ -118,15 +118,15 @@ impl Dialect for Piston {
                 let data = String::from_utf8_lossy(&bytes);
                 vec![json!({"type": "data", "stream": stream, "data": data})]
             }
-            LiveEvent::CompileExit(exit) => {
-                self.compiled = true;
-                let mut out = vec![json!({"type": "exit", "stage": "compile",
-                    "code": exit.code, "signal": exit.signal.map(signal_name)})];
-                if exit.succeeded() {
-                    self.running = true;
-                    out.push(json!({"type": "stage", "stage": "run"}));
-                }
-                out
+            // A failed compile ends the job: its exit, with its status, comes from the result.
+            LiveEvent::CompileExit(exit) if !exit.succeeded() => Vec::new(),
+            LiveEvent::CompileExit(_) => {
+                self.running = true;
+                vec![
+                    json!({"type": "exit", "stage": "compile", "code": 0, "signal": null,
+                        "status": null, "message": null}),
+                    json!({"type": "stage", "stage": "run"}),
+                ]
             }
         }
     }
@@ -148,7 +148,7 @@ impl Dialect for Piston {
     }
 }
 
-async fn session(state: AppState, mut socket: Socket) {
+async fn session(state: AppState, mut socket: Socket, holds: Option<Holds>) {
     let deadline = tokio::time::Instant::now() + INIT_WITHIN;
     // Until `init`: only it is taken.
     let req = loop {
@@ -173,7 +173,7 @@ async fn session(state: AppState, mut socket: Socket) {
     };
     let compiled = spec.compile.is_some();
     let stdin_sent = spec.stdin.len();
-    let (output, input, run) = start(&state, spec, received, true);
+    let (output, input, run) = start(&state, spec, received, true, holds);
     let input = input.expect("interactive");
     let opening = [
         json!({"type": "runtime", "language": language, "version": version}),
@@ -181,20 +181,21 @@ async fn session(state: AppState, mut socket: Socket) {
     ];
     for m in &opening {
         if !socket.send(m).await {
+            let _ = finish(run).await;
             return;
         }
     }
-    let mut piston = Piston {
-        compiled: false,
-        running: !compiled,
-    };
+    let mut piston = Piston { running: !compiled };
     let max = state.inner.max_body_bytes;
-    if !ws::relay(&mut socket, &mut piston, output, input, stdin_sent, max).await {
+    let relayed = ws::relay(&mut socket, &mut piston, output, input, stdin_sent, max).await;
+    // A session ended early still lasts as long as its run: it keeps its place in the quota.
+    let result = finish(run).await;
+    if !relayed {
         return;
     }
-    let ending = match finish(run).await {
+    let ending = match result {
         Ok(res) => Ending {
-            messages: exits(&res, &piston),
+            messages: exits(&res, piston.running),
             code: 4999,
             reason: "Job Completed",
         },
@@ -203,22 +204,18 @@ async fn session(state: AppState, mut socket: Socket) {
     socket.end(ending).await;
 }
 
-/// The messages that end the job: the compile's exit if it was not sent yet (a run cut short
-/// by the backstop), the run stage if it was not announced, then the run's exit.
-fn exits(res: &ExecuteResponse, sent: &Piston) -> Vec<Value> {
-    let mut out = Vec::new();
-    if let (Some(c), false) = (&res.compile, sent.compiled) {
-        out.push(exit("compile", &super::compiled(c)));
-    }
-    if res.status == RunStatus::CompileError {
-        return out;
-    }
-    if !sent.running {
-        out.push(json!({"type": "stage", "stage": "run"}));
-    }
+/// The message that ends the job: the run's exit; or, when the run stage never began, the
+/// compile's (it failed, or the backstop cut it short).
+fn exits(res: &ExecuteResponse, running: bool) -> Vec<Value> {
     let run = super::answer("", "", res);
-    out.push(exit("run", &run["run"]));
-    out
+    if running {
+        return vec![exit("run", &run["run"])];
+    }
+    let compile = res
+        .compile
+        .as_ref()
+        .map_or(run["run"].clone(), super::compiled);
+    vec![exit("compile", &compile)]
 }
 
 fn exit(stage: &str, result: &Value) -> Value {
