@@ -15,12 +15,29 @@ pub struct RunArgs {
     /// The gateway's address.
     #[arg(long, env = "KILN_URL", default_value = "http://127.0.0.1:8080")]
     pub url: String,
-    /// Image to run in.
-    #[arg(long, short)]
-    pub image: String,
+    /// Image to run in (or give --language).
+    #[arg(long, short, required_unless_present = "language")]
+    pub image: Option<String>,
+    /// A runtime of the catalog (`python`, `c++`…): the program is the code of --code or
+    /// --file, and the argv after `--` are its arguments.
+    #[arg(long, short = 'l', conflicts_with_all = ["image", "command"])]
+    pub language: Option<String>,
+    /// The runtime's version selector (`3.x`, `*`).
+    #[arg(long, requires = "language")]
+    pub language_version: Option<String>,
+    /// The program's source, for --language.
+    #[arg(long, requires = "language", conflicts_with = "file")]
+    pub code: Option<String>,
+    /// A file holding the program's source, for --language.
+    #[arg(long, requires = "language")]
+    pub file: Option<std::path::PathBuf>,
     /// Run this line with /bin/sh -c instead of the argv after `--`.
     #[arg(long, short = 'c', conflicts_with = "argv")]
     pub command: Option<String>,
+    /// Interactive: this process's stdin goes to the program as it comes, and its output is
+    /// printed as it is produced (over the gateway's WebSocket).
+    #[arg(long, short = 'I', conflicts_with_all = ["stdin", "json"])]
+    pub interactive: bool,
     /// Environment variable NAME=VALUE; repeatable.
     #[arg(long = "env", short = 'e', value_name = "NAME=VALUE")]
     pub env: Vec<String>,
@@ -70,23 +87,49 @@ async fn run_inner(args: RunArgs) -> Result<u8, String> {
     } else {
         None
     };
-    if args.command.is_none() && args.argv.is_empty() {
-        return Err("give a program after `--`, or --command".into());
-    }
-    let request = ExecuteRequest {
-        image: Some(args.image.clone()),
-        command: args.command.clone(),
-        argv: (!args.argv.is_empty()).then(|| args.argv.clone()),
-        stdin,
-        env: (!env.is_empty()).then_some(env),
-        limits: Some(LimitsRequest {
-            timeout_ms: args.timeout_ms,
-            memory_mb: args.memory_mb,
-            cpus: args.cpus,
-            ..LimitsRequest::default()
-        }),
-        ..ExecuteRequest::default()
+    let limits = Some(LimitsRequest {
+        timeout_ms: args.timeout_ms,
+        memory_mb: args.memory_mb,
+        cpus: args.cpus,
+        ..LimitsRequest::default()
+    });
+    let env = (!env.is_empty()).then_some(env);
+    let request = if let Some(language) = &args.language {
+        let code = match (&args.code, &args.file) {
+            (Some(code), _) => code.clone(),
+            (None, Some(path)) => std::fs::read_to_string(path)
+                .map_err(|e| format!("reading {}: {e}", path.display()))?,
+            (None, None) => return Err("give the program with --code or --file".into()),
+        };
+        ExecuteRequest {
+            language: Some(language.clone()),
+            version: args.language_version.clone(),
+            code: Some(code),
+            args: (!args.argv.is_empty()).then(|| args.argv.clone()),
+            stdin,
+            env,
+            limits,
+            ..ExecuteRequest::default()
+        }
+    } else {
+        if args.command.is_none() && args.argv.is_empty() {
+            return Err("give a program after `--`, or --command".into());
+        }
+        ExecuteRequest {
+            image: args.image.clone(),
+            command: args.command.clone(),
+            argv: (!args.argv.is_empty()).then(|| args.argv.clone()),
+            stdin,
+            env,
+            limits,
+            ..ExecuteRequest::default()
+        }
     };
+    if args.interactive {
+        return interactive(&args.url, &request)
+            .await
+            .map(|out| exit_code(&out));
+    }
     let url = format!("{}/api/v1/execute", args.url.trim_end_matches('/'));
     let res = reqwest::Client::new()
         .post(&url)
@@ -111,39 +154,120 @@ async fn run_inner(args: RunArgs) -> Result<u8, String> {
     let out: ExecuteResponse =
         serde_json::from_slice(&body).map_err(|e| format!("unexpected answer: {e}"))?;
     if !args.json {
-        print_stream(
-            &mut std::io::stdout(),
-            &out.stdout,
-            out.stdout_base64.as_deref(),
+        let (stdout, stderr) = (
+            exact(out.stdout_base64.as_deref()),
+            exact(out.stderr_base64.as_deref()),
         );
-        print_stream(
-            &mut std::io::stderr(),
-            &out.stderr,
-            out.stderr_base64.as_deref(),
-        );
-        if out.status != kiln_api::RunStatus::Ok {
-            eprintln!("kiln run: status {}", out.status.as_str());
-        }
+        print_stream(&mut std::io::stdout(), &out.stdout, stdout.as_deref());
+        print_stream(&mut std::io::stderr(), &out.stderr, stderr.as_deref());
+        report_status(&out);
     }
-    Ok(match (out.exit_code, &out.signal) {
-        (Some(code), _) => (code & 0xff) as u8,
-        (None, Some(sig)) => 128u8.saturating_add(signal_number(sig)),
-        (None, None) => EXIT_GATEWAY,
-    })
+    Ok(exit_code(&out))
 }
 
-/// Writes the exact bytes where the gateway had to send them in base64.
-fn print_stream(w: &mut impl Write, text: &str, base64: Option<&str>) {
-    use base64::Engine as _;
-    let bytes = base64
-        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
-        .unwrap_or_else(|| text.as_bytes().to_vec());
-    let _ = w.write_all(&bytes);
+fn report_status(out: &ExecuteResponse) {
+    if out.status != kiln_api::RunStatus::Ok {
+        eprintln!("kiln run: status {}", out.status.as_str());
+    }
+}
+
+/// The program's exit code, 128 + the signal that killed it, or 125.
+fn exit_code(out: &ExecuteResponse) -> u8 {
+    match (out.exit_code, &out.signal) {
+        (Some(code), _) => (code & 0xff) as u8,
+        (None, Some(sig)) => {
+            let n = kiln_api::signal_number(sig).unwrap_or(0);
+            128u8.saturating_add(u8::try_from(n).unwrap_or(0))
+        }
+        (None, None) => EXIT_GATEWAY,
+    }
+}
+
+/// The run over the gateway's WebSocket: this process's stdin to the program as it comes (its
+/// end as the program's end of stdin), the program's output printed as it is produced.
+async fn interactive(base: &str, request: &ExecuteRequest) -> Result<ExecuteResponse, String> {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::Message;
+    let base = base.trim_end_matches('/');
+    let url = match base.strip_prefix("http") {
+        Some(rest) => format!("ws{rest}/api/v1/execute/ws"),
+        None => format!("{base}/api/v1/execute/ws"),
+    };
+    let (socket, _) = tokio_tungstenite::connect_async(url.as_str())
+        .await
+        .map_err(|e| format!("cannot reach {url}: {e}"))?;
+    let (mut tx, mut rx) = socket.split();
+    let first = serde_json::to_string(request).expect("serialisable");
+    let lost = |e: tokio_tungstenite::tungstenite::Error| format!("the session broke: {e}");
+    tx.send(Message::text(first)).await.map_err(lost)?;
+    // Stdin is read on a thread of its own: a blocking read must not hold up the output.
+    let (input_tx, mut input) = tokio::sync::mpsc::channel::<Vec<u8>>(4);
+    std::thread::spawn(move || {
+        let mut buf = vec![0u8; 64 << 10];
+        let mut stdin = std::io::stdin().lock();
+        while let Ok(n @ 1..) = stdin.read(&mut buf) {
+            if input_tx.blocking_send(buf[..n].to_vec()).is_err() {
+                return;
+            }
+        }
+    });
+    let mut stdin_open = true;
+    loop {
+        tokio::select! {
+            chunk = input.recv(), if stdin_open => {
+                let msg = match chunk {
+                    Some(bytes) => Message::binary(bytes),
+                    None => {
+                        stdin_open = false;
+                        Message::text(r#"{"type":"stdin_eof"}"#)
+                    }
+                };
+                tx.send(msg).await.map_err(lost)?;
+            }
+            msg = rx.next() => {
+                let text = match msg {
+                    Some(Ok(Message::Text(t))) => t,
+                    Some(Ok(Message::Close(_))) | None => {
+                        return Err("the gateway ended the session without a result".into())
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => return Err(lost(e)),
+                };
+                let v: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| format!("unexpected message: {e}"))?;
+                let piece = v["text"].as_str().unwrap_or("").as_bytes();
+                match v["type"].as_str() {
+                    Some("stdout") => print_stream(&mut std::io::stdout(), "", Some(piece)),
+                    Some("stderr" | "compile_stdout" | "compile_stderr") => {
+                        print_stream(&mut std::io::stderr(), "", Some(piece))
+                    }
+                    Some("result") => {
+                        let out: ExecuteResponse = serde_json::from_value(v["result"].clone())
+                            .map_err(|e| format!("unexpected result: {e}"))?;
+                        report_status(&out);
+                        return Ok(out);
+                    }
+                    Some("error") => {
+                        let b: ErrorBody = serde_json::from_value(v)
+                            .map_err(|e| format!("unexpected error: {e}"))?;
+                        return Err(format!("{}: {}", b.error.code, b.error.message));
+                    }
+                    _ => {}
+                }
+            }
+        }
+    }
+}
+
+/// Writes `raw` when given, else the exact bytes where the gateway had to send them in base64,
+/// else `text`.
+fn print_stream(w: &mut impl Write, text: &str, raw: Option<&[u8]>) {
+    let _ = w.write_all(raw.unwrap_or(text.as_bytes()));
     let _ = w.flush();
 }
 
-fn signal_number(name: &str) -> u8 {
-    (1..=64)
-        .find(|n| kiln_api::signal_name(i32::from(*n)) == name)
-        .unwrap_or(0)
+/// The exact bytes of a stream: its base64 form where the gateway had to send one.
+fn exact(base64: Option<&str>) -> Option<Vec<u8>> {
+    use base64::Engine as _;
+    base64.and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
 }

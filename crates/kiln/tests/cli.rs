@@ -157,6 +157,50 @@ fn serve_and_run_end_to_end() {
     let v: serde_json::Value = serde_json::from_slice(&health.stdout).unwrap();
     assert_eq!(v["stdout"], "j\n");
 
+    // By language, the argv after `--` as the program's arguments.
+    let code = "import sys; print(sys.argv[1:]); sys.exit(3)";
+    let out = server.run(&["-l", "python", "--code", code, "--", "a", "b"]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        "['a', 'b']\n",
+        "{out:?}"
+    );
+    assert_eq!(out.status.code(), Some(3));
+
+    // Interactive: the program's output arrives while it waits for the input that this side
+    // sends only then; the end of this side's stdin is the program's.
+    let code = "print('ready', flush=True)\nprint(input()[::-1], flush=True)\nimport sys\nprint(len(sys.stdin.read()))";
+    let mut child = Command::new(KILN)
+        .args([
+            "run",
+            "--url",
+            &server.url,
+            "-I",
+            "-l",
+            "python",
+            "--code",
+            code,
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "ready\n");
+    let mut stdin = child.stdin.take().unwrap();
+    std::io::Write::write_all(&mut stdin, b"kiln\n").unwrap();
+    line.clear();
+    std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();
+    assert_eq!(line, "nlik\n");
+    std::io::Write::write_all(&mut stdin, b"more").unwrap();
+    drop(stdin);
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut stdout, &mut rest).unwrap();
+    assert_eq!(rest, "4\n");
+    assert_eq!(child.wait().unwrap().code(), Some(0));
+
     let id = server.gateway_id.clone();
     let status = server.terminate();
     assert!(status.success(), "kiln serve exited with {status}");
