@@ -53,19 +53,24 @@ fn run_raw(dir: &Path, input: &[u8], close_stdin: bool) -> Run {
     run_raw_with(dir, &[], input, close_stdin)
 }
 
-fn run_raw_with(dir: &Path, args: &[&str], input: &[u8], close_stdin: bool) -> Run {
-    let start = Instant::now();
-    // KILN_INIT_BIN runs the same checks against another build, e.g. the static release one.
+/// kiln-init in `dir` with every stream piped. KILN_INIT_BIN runs the same checks against
+/// another build, e.g. the static release one.
+fn spawn_init(dir: &Path, args: &[&str]) -> std::process::Child {
     let bin =
         std::env::var_os("KILN_INIT_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_kiln-init").into());
-    let mut child = Command::new(bin)
+    Command::new(bin)
         .args(args)
         .current_dir(dir)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+fn run_raw_with(dir: &Path, args: &[&str], input: &[u8], close_stdin: bool) -> Run {
+    let start = Instant::now();
+    let mut child = spawn_init(dir, args);
     let mut stdin = child.stdin.take().unwrap();
     stdin.write_all(input).unwrap();
     let stdin = if close_stdin {
@@ -455,15 +460,7 @@ struct Session {
 
 impl Session {
     fn start(dir: &Path, job: &Job) -> Session {
-        let bin = std::env::var_os("KILN_INIT_BIN")
-            .unwrap_or_else(|| env!("CARGO_BIN_EXE_kiln-init").into());
-        let mut child = Command::new(bin)
-            .current_dir(dir)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let mut child = spawn_init(dir, &[]);
         let mut stdin = child.stdin.take().unwrap();
         stdin.write_all(&job.to_frame()).unwrap();
         let stdout = child.stdout.take().unwrap();

@@ -150,12 +150,7 @@ pub(super) async fn execute_ws(
     holds: Option<Extension<Holds>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let holds = holds.map(|Extension(h)| h);
-    let shared = state.clone();
-    let held = holds.clone();
-    ws::upgrade(upgrade, &shared, holds, move |socket| {
-        session(state, socket, held)
-    })
+    ws::upgrade(upgrade, state, holds, session)
 }
 
 /// What a client may send once its run has started.

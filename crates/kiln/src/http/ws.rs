@@ -9,6 +9,7 @@ use std::time::Duration;
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
 use axum::response::Response;
+use axum::Extension;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use kiln_sandbox::{Input, LiveEvent};
@@ -41,16 +42,15 @@ impl Holds {
 }
 
 /// The upgrade to a session run by `session`, tracked so that a graceful stop waits for it, and
-/// holding what the handshake's request held; or Kiln's JSON error for a request that is not a
-/// WebSocket handshake.
-pub(super) fn upgrade<F, Fut>(
+/// holding what the handshake's request held (`session` gets them too, for its run); or Kiln's
+/// JSON error for a request that is not a WebSocket handshake.
+pub(super) fn upgrade<Fut>(
     ws: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
-    state: &AppState,
-    holds: Option<Holds>,
-    session: F,
+    state: AppState,
+    holds: Option<Extension<Holds>>,
+    session: fn(AppState, Socket, Option<Holds>) -> Fut,
 ) -> Result<Response, ApiError>
 where
-    F: FnOnce(Socket) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let ws = ws.map_err(|e| ApiError::NotWebSocket(e.body_text()))?;
@@ -58,14 +58,14 @@ where
     let max = state.inner.max_body_bytes.saturating_mul(2).max(1 << 16);
     // Taken now, before the response: the stop's wait cannot miss a session about to start.
     let tracked = state.sessions().token();
+    let holds = holds.map(|Extension(h)| h);
     Ok(ws
         .max_message_size(max)
         .max_frame_size(max)
         .on_upgrade(move |socket| async move {
             let _tracked = tracked;
-            let _holds = holds;
             let (tx, rx) = socket.split();
-            session(Socket { tx, rx }).await;
+            session(state, Socket { tx, rx }, holds).await;
         }))
 }
 

@@ -39,12 +39,7 @@ pub(in crate::http) async fn connect(
     holds: Option<Extension<Holds>>,
     upgrade: Result<WebSocketUpgrade, WebSocketUpgradeRejection>,
 ) -> Result<Response, ApiError> {
-    let holds = holds.map(|Extension(h)| h);
-    let shared = state.clone();
-    let held = holds.clone();
-    ws::upgrade(upgrade, &shared, holds, move |socket| {
-        session(state, socket, held)
-    })
+    ws::upgrade(upgrade, state, holds, session)
 }
 
 fn close(code: u16, reason: &'static str) -> Ending {
