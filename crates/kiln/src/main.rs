@@ -60,6 +60,7 @@ Sections and keys (defaults in brackets):\n\
             ksm_sleep_ms [20], thp [\"leave\" | \"madvise\" | \"always\" | \"never\"],\n\
             sandbox_thp [\"disable\" | \"allow\"], zram [\"off\" | \"on\"], zram_size_mb [2048],\n\
             zram_algorithm [\"lz4\"], zram_priority [100], page_out_after_ms [5000], sysfs [\"/sys\"]\n\
+  [judge0]  store_path [\"/var/lib/kiln/judge0.redb\"; \"\": in memory only], callbacks [true]\n\
 ";
 
 #[derive(Debug, Args)]

@@ -244,6 +244,16 @@ fn serve_help_documents_the_configuration() {
     ] {
         assert!(help.contains(needle), "help lacks {needle}: {help}");
     }
+    // Every section of the configuration file.
+    for section in [
+        "server", "docker", "limits", "network", "images", "pool", "cache", "auth", "runtimes",
+        "memory", "judge0",
+    ] {
+        assert!(
+            help.contains(&format!("[{section}]")),
+            "help lacks [{section}]: {help}"
+        );
+    }
 }
 
 /// Killed with SIGKILL, a gateway cleans nothing up; started again under the same id, it
