@@ -131,3 +131,69 @@ pub async fn remove(backend: &DockerBackend, id: &str) -> Result<()> {
         .await
         .map_err(|e| engine_error("remove", id, e))
 }
+
+/// What an attached container writes, as the engine multiplexes it.
+pub type AttachOutput = std::pin::Pin<
+    Box<
+        dyn futures_util::Stream<
+                Item = std::result::Result<bollard::container::LogOutput, bollard::errors::Error>,
+            > + Send,
+    >,
+>;
+
+/// A container attached as `docker run -i` attaches: its stdin written, its stdout read, for
+/// the interactive baseline. Remove it with [`remove`].
+pub struct Attached {
+    pub id: String,
+    pub input: std::pin::Pin<Box<dyn tokio::io::AsyncWrite + Send>>,
+    pub output: AttachOutput,
+}
+
+impl std::fmt::Debug for Attached {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Attached").field("id", &self.id).finish()
+    }
+}
+
+/// Starts `argv` in a plain container with its stdin open and attached.
+pub async fn start_attached(
+    backend: &DockerBackend,
+    image: &str,
+    argv: &[&str],
+) -> Result<Attached> {
+    use bollard::query_parameters::AttachContainerOptionsBuilder;
+    let docker = backend.client().await?;
+    let body = ContainerCreateBody {
+        image: Some(image.to_owned()),
+        cmd: Some(argv.iter().map(|s| s.to_string()).collect()),
+        network_disabled: Some(true),
+        open_stdin: Some(true),
+        attach_stdin: Some(true),
+        attach_stdout: Some(true),
+        host_config: Some(HostConfig {
+            network_mode: Some("none".to_owned()),
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let id = docker
+        .create_container(Some(CreateContainerOptionsBuilder::default().build()), body)
+        .await
+        .map_err(|e| engine_error("create", image, e))?
+        .id;
+    let opts = AttachContainerOptionsBuilder::default()
+        .stdin(true)
+        .stdout(true)
+        .stream(true)
+        .build();
+    let attached = docker
+        .attach_container(&id, Some(opts))
+        .await
+        .map_err(|e| engine_error("attach", &id, e))?;
+    start(docker, &id).await?;
+    Ok(Attached {
+        id,
+        input: attached.input,
+        output: attached.output,
+    })
+}

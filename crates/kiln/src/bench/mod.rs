@@ -11,6 +11,7 @@
 
 mod cache;
 mod density;
+mod interactive;
 mod load;
 mod memory;
 mod paths;
@@ -69,6 +70,10 @@ pub struct BenchArgs {
     /// Measure the result cache only (misses against hits from each tier).
     #[arg(long)]
     pub cache: bool,
+    /// Measure interactive and streamed runs: POST, SSE and WebSocket side by side, and a line
+    /// of stdin through a running program against the engine's attach.
+    #[arg(long)]
+    pub interactive: bool,
     /// Measure memory density (KSM off and on) with this many sandboxes, only.
     #[arg(long)]
     pub density: Option<usize>,
@@ -175,6 +180,9 @@ fn url(gw: &Running) -> String {
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
     if args.cache {
         return cache::run(&args).await;
+    }
+    if args.interactive {
+        return interactive::run(&args).await;
     }
     if let Some(n) = args.density {
         return density::run(&args, n).await;
