@@ -164,7 +164,7 @@ pub async fn run(args: &BenchArgs) -> anyhow::Result<()> {
 
     let row = |name: &str, s: &Samples, base: &Samples| {
         println!(
-            "| {name} | {:.1} | {:.1} | {:.1} | {:.2}× |",
+            "| {name} | {:.2} | {:.2} | {:.2} | {:.2}× |",
             s.p(50.0),
             s.p(90.0),
             s.p(99.0),
