@@ -307,17 +307,7 @@ fn validate(
 /// Piston's answer: `run` (and `compile` for a compiled language); a failed compile is copied
 /// into `run`, as Piston does.
 fn answer(language: &str, version: &str, res: &ExecuteResponse) -> Value {
-    let run = stage(
-        &res.stdout,
-        &res.stderr,
-        res.exit_code,
-        res.signal.as_deref(),
-        res.status,
-        res.usage.cpu_ms,
-        res.timings.run_ms,
-        res.usage.memory_peak_bytes,
-    );
-    let mut out = json!({"language": language, "version": version, "run": run});
+    let mut out = json!({"language": language, "version": version, "run": ran(res)});
     if let Some(c) = &res.compile {
         let compile = compiled(c);
         if res.status == RunStatus::CompileError {
@@ -326,6 +316,20 @@ fn answer(language: &str, version: &str, res: &ExecuteResponse) -> Value {
         out["compile"] = compile;
     }
     out
+}
+
+/// Piston's `run` object of a result (before a failed compile is copied into it).
+fn ran(res: &ExecuteResponse) -> Value {
+    stage(
+        &res.stdout,
+        &res.stderr,
+        res.exit_code,
+        res.signal.as_deref(),
+        res.status,
+        res.usage.cpu_ms,
+        res.timings.run_ms,
+        res.usage.memory_peak_bytes,
+    )
 }
 
 fn compiled(c: &StageResult) -> Value {

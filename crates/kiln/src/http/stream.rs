@@ -40,7 +40,7 @@ use super::execute::{decode, read_body};
 use super::ws::{self, Dialect, Ending, Holds, Incoming, Socket};
 use super::AppState;
 
-pub(super) type Run = JoinHandle<Result<ExecuteResponse, kiln_sandbox::Error>>;
+type Run = JoinHandle<Result<ExecuteResponse, kiln_sandbox::Error>>;
 pub(super) type Output = mpsc::UnboundedReceiver<LiveEvent>;
 
 /// Input messages a session may have waiting before it stops reading the client.
@@ -86,7 +86,7 @@ enum Phase {
     Done,
 }
 
-pub(super) fn name(kind: StreamKind) -> &'static str {
+fn name(kind: StreamKind) -> &'static str {
     match kind {
         StreamKind::Stdout => "stdout",
         StreamKind::Stderr => "stderr",
@@ -237,16 +237,10 @@ async fn session(state: AppState, mut socket: Socket, holds: Option<Holds>) {
         Ok(spec) => spec,
         Err(e) => return socket.end(ending(e.parts().1)).await,
     };
-    let stdin_sent = spec.stdin.len();
-    let (output, input, run) = start(&state, spec, received, true, holds);
-    let input = input.expect("interactive");
-    let max = state.inner.max_body_bytes;
-    let relayed = ws::relay(&mut socket, &mut Kiln, output, input, stdin_sent, max).await;
-    // A session ended early still lasts as long as its run: it keeps its place in the quota.
-    let result = finish(run).await;
-    if !relayed {
+    let Some(result) = ws::run(&mut socket, &mut Kiln, &state, spec, received, holds, &[]).await
+    else {
         return;
-    }
+    };
     let last = match result {
         Ok(res) => json!({"type": "result", "result": res}),
         Err(e) => error_json(e.parts().1),

@@ -4,7 +4,7 @@
 
 use std::future::Future;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::ws::rejection::WebSocketUpgradeRejection;
 use axum::extract::ws::{CloseFrame, Message, WebSocket, WebSocketUpgrade};
@@ -12,12 +12,13 @@ use axum::response::Response;
 use axum::Extension;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
+use kiln_api::{ExecSpec, ExecuteResponse};
 use kiln_sandbox::{Input, LiveEvent};
 use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::error::ApiError;
-use super::stream::Output;
+use super::stream::{finish, start, Output};
 use super::AppState;
 
 /// How long one message to the client may take: a client that stops reading ends its session
@@ -135,6 +136,35 @@ pub(super) trait Dialect: Send {
     fn refuse(&mut self, code: &'static str, message: String) -> Ending;
 }
 
+/// Runs `spec` for the session, interactively: `opening` messages first, then the relay (see
+/// [`relay`]); the run's answer, or `None` when the session ended before it (the client went
+/// away, or the dialect ended it: nothing more is sent then). Either way the session lasts as
+/// long as its run, which keeps its place in the quota.
+pub(super) async fn run(
+    socket: &mut Socket,
+    dialect: &mut impl Dialect,
+    state: &AppState,
+    spec: ExecSpec,
+    received: Instant,
+    holds: Option<Holds>,
+    opening: &[Value],
+) -> Option<Result<ExecuteResponse, ApiError>> {
+    let stdin_sent = spec.stdin.len();
+    let (output, input, run) = start(state, spec, received, true, holds);
+    let input = input.expect("an interactive run has an input");
+    let mut open = true;
+    for m in opening {
+        if !socket.send(m).await {
+            open = false;
+            break;
+        }
+    }
+    let max_stdin = state.inner.max_body_bytes;
+    let relayed = open && relay(socket, dialect, output, input, stdin_sent, max_stdin).await;
+    let result = finish(run).await;
+    relayed.then_some(result)
+}
+
 /// Relays the run's events to the client and the client's input to the run until the run's
 /// events end (`true`), or the session ends first (`false`: the client went away, or the
 /// dialect ended it; nothing more is sent then). The client's stdin counts from `stdin_sent`
@@ -143,7 +173,7 @@ pub(super) trait Dialect: Send {
 /// The client is read only while the run's input queue has room: input the program does not
 /// take never holds up its output. When the client goes away, the run's stdin ends and the run
 /// goes on to its end without it.
-pub(super) async fn relay(
+async fn relay(
     socket: &mut Socket,
     dialect: &mut impl Dialect,
     mut output: Output,

@@ -25,7 +25,6 @@ use kiln_sandbox::{Input, LiveEvent, StreamKind};
 use serde_json::{json, Value};
 
 use super::super::error::ApiError;
-use super::super::stream::{finish, start};
 use super::super::ws::{self, Dialect, Ending, Holds, Incoming, Socket};
 use super::super::AppState;
 use super::{validate, PistonRequest};
@@ -167,27 +166,23 @@ async fn session(state: AppState, mut socket: Socket, holds: Option<Holds>) {
         Err(e) => return socket.end(notify(e.1)).await,
     };
     let compiled = spec.compile.is_some();
-    let stdin_sent = spec.stdin.len();
-    let (output, input, run) = start(&state, spec, received, true, holds);
-    let input = input.expect("interactive");
     let opening = [
         json!({"type": "runtime", "language": language, "version": version}),
         json!({"type": "stage", "stage": if compiled { "compile" } else { "run" }}),
     ];
-    for m in &opening {
-        if !socket.send(m).await {
-            let _ = finish(run).await;
-            return;
-        }
-    }
     let mut piston = Piston { running: !compiled };
-    let max = state.inner.max_body_bytes;
-    let relayed = ws::relay(&mut socket, &mut piston, output, input, stdin_sent, max).await;
-    // A session ended early still lasts as long as its run: it keeps its place in the quota.
-    let result = finish(run).await;
-    if !relayed {
+    let ran = ws::run(
+        &mut socket,
+        &mut piston,
+        &state,
+        spec,
+        received,
+        holds,
+        &opening,
+    );
+    let Some(result) = ran.await else {
         return;
-    }
+    };
     let ending = match result {
         Ok(res) => Ending {
             messages: exits(&res, piston.running),
@@ -202,14 +197,13 @@ async fn session(state: AppState, mut socket: Socket, holds: Option<Holds>) {
 /// The message that ends the job: the run's exit; or, when the run stage never began, the
 /// compile's (it failed, or the backstop cut it short).
 fn exits(res: &ExecuteResponse, running: bool) -> Vec<Value> {
-    let run = super::answer("", "", res);
     if running {
-        return vec![exit("run", &run["run"])];
+        return vec![exit("run", &super::ran(res))];
     }
     let compile = res
         .compile
         .as_ref()
-        .map_or(run["run"].clone(), super::compiled);
+        .map_or_else(|| super::ran(res), super::compiled);
     vec![exit("compile", &compile)]
 }
 
