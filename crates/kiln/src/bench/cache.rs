@@ -27,7 +27,7 @@ impl Client {
             .await?;
         let status = res.status();
         let bytes = res.bytes().await?;
-        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        let ms = super::stats::ms_since(t0);
         if !status.is_success() {
             bail!(
                 "gateway answered {status}: {}",

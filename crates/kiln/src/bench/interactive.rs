@@ -14,6 +14,7 @@ use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio_tungstenite::tungstenite::Message;
 
+use super::stats::ms_since as ms;
 use super::{BenchArgs, Samples};
 use crate::config::Config;
 
@@ -21,10 +22,6 @@ type Ws =
     tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 const ECHO_LOOP: &str = "while read l; do echo \"$l\"; done";
-
-fn ms(t0: Instant) -> f64 {
-    t0.elapsed().as_secs_f64() * 1e3
-}
 
 /// The next JSON message of a session; an error or an early close fails the bench.
 async fn next_json(ws: &mut Ws) -> anyhow::Result<Value> {

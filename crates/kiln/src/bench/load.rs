@@ -50,7 +50,7 @@ where
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
                 let (code, retry_after) = one().await;
-                let ms = t.elapsed().as_secs_f64() * 1e3;
+                let ms = super::stats::ms_since(t);
                 {
                     let mut tl = tally.lock().expect("tally");
                     match code {

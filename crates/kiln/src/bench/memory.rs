@@ -177,7 +177,7 @@ async fn pass(args: &BenchArgs, zram: bool) -> anyhow::Result<Idle> {
         tokio::time::sleep(Duration::from_millis(300)).await;
         let t0 = std::time::Instant::now();
         let v: Value = http.post(url(&gw)).json(&body).send().await?.json().await?;
-        let ms = t0.elapsed().as_secs_f64() * 1e3;
+        let ms = super::stats::ms_since(t0);
         anyhow::ensure!(v["stdout"] == "hello\n", "a warm run answered {v}");
         if v["sandbox"]["start"] == "warm" {
             warm.push(ms);

@@ -6,6 +6,7 @@ use anyhow::{bail, Context as _};
 use kiln_api::{ExecuteResponse, StartKind};
 use kiln_sandbox::docker::{baseline, DockerBackend};
 
+use super::stats::ms_since as ms;
 use super::Samples;
 
 pub const ARGV: [&str; 2] = ["echo", "hello"];
@@ -132,10 +133,6 @@ impl Bench {
         }
         Ok((took, out.sandbox.start))
     }
-}
-
-fn ms(t0: Instant) -> f64 {
-    t0.elapsed().as_secs_f64() * 1e3
 }
 
 pub struct Sustained {
