@@ -394,10 +394,7 @@ fn submission(state: &AppState, v: &Value, b64: bool) -> Result<Submission, Judg
         // Other faults (stdin, args…) are the run's to report, as without a zip.
         if let Err(Unrunnable { field, message }) = spec_of(state, &s) {
             if field == "additional_files" || field.starts_with("files") {
-                let message = message
-                    .strip_prefix("additional_files ")
-                    .unwrap_or(&message);
-                return Err(field_error("additional_files", message));
+                return Err(field_error("additional_files", &message));
             }
         }
     }
@@ -523,7 +520,7 @@ async fn execute(
             Err(super::error::ApiError::Sandbox(e)) if e.is_transient() => return Err(s),
             Err(e) => Err(e.to_string()),
         },
-        Err(e) => Err(e.message),
+        Err(e) => Err(e.describe()),
     };
     s.finished_at = Some(timestamp());
     match result {
@@ -537,7 +534,8 @@ async fn execute(
 }
 
 /// Why a submission cannot run: the field at fault (`additional_files`, or the execute
-/// request's: `files[1].path`, `stdin`…) and the message.
+/// request's: `files[1].path`, `stdin`…) and the message (Rails-style, without the field, for
+/// `additional_files`; the execute request's own otherwise).
 struct Unrunnable {
     field: String,
     message: String,
@@ -547,7 +545,16 @@ impl Unrunnable {
     fn zip(message: String) -> Self {
         Unrunnable {
             field: "additional_files".into(),
-            message: format!("additional_files {message}"),
+            message,
+        }
+    }
+
+    /// The submission's `message` when it could not run.
+    fn describe(self) -> String {
+        if self.field == "additional_files" {
+            format!("additional_files {}", self.message)
+        } else {
+            self.message
         }
     }
 }
